@@ -1,0 +1,5 @@
+"""`python -m isa_cli` runs the `isa` command."""
+
+from isa_cli.main import main
+
+main()

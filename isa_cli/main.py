@@ -1,0 +1,92 @@
+"""Entry point of `isa`: runs the typer app and turns every user error into one line.
+
+Errors are printed as ``isa <command>: error: <message>`` on stderr with exit status 2; a
+traceback appears only with ``ISA_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from isa_cli import prior  # noqa: F401  (registers the prior commands)
+from isa_cli.app import app
+from isa_core.errors import IsaError
+
+__all__ = ["main"]
+
+USAGE_ERROR = 2
+INTERNAL_ERROR = 1
+
+
+def _debug() -> bool:
+    return os.environ.get("ISA_DEBUG", "") not in ("", "0")
+
+
+def _command_name(args: list[str]) -> str:
+    """The subcommand path named in ``args`` (``prior-sample``, ``data info``), for messages."""
+    try:
+        command = typer.main.get_command(app)
+    except Exception:
+        return ""
+    names: list[str] = []
+    for arg in args:
+        commands = getattr(command, "commands", None)
+        if not isinstance(commands, dict):
+            break
+        sub = commands.get(arg)
+        if sub is None:
+            if arg.startswith("-"):
+                continue
+            break
+        names.append(arg)
+        command = sub
+    return " ".join(names)
+
+
+def _fail(command: str, message: str, status: int) -> None:
+    prefix = f"isa {command}" if command else "isa"
+    one_line = " ".join(message.split())
+    sys.stderr.write(f"{prefix}: error: {one_line}\n")
+    sys.stderr.flush()
+    sys.exit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run `isa` with ``argv`` (default: the process arguments) and exit."""
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        result = app(args=args, prog_name="isa", standalone_mode=False)
+    except typer.Exit as done:
+        result = done.exit_code
+    except typer.TyperException as error:  # typer's usage errors: bad flag, missing value, ...
+        ctx = getattr(error, "ctx", None)
+        name = ctx.command_path.removeprefix("isa").strip() if ctx else _command_name(args)
+        hint = f"; see 'isa {name} --help'" if name else "; see 'isa --help'"
+        _fail(name, error.format_message().rstrip(".") + hint, USAGE_ERROR)
+    except IsaError as error:
+        if _debug():
+            traceback.print_exc()
+        _fail(_command_name(args), str(error), USAGE_ERROR)
+    except typer.Abort:
+        _fail(_command_name(args), "aborted", 130)
+    except KeyboardInterrupt:
+        _fail(_command_name(args), "interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+    except Exception as error:
+        if _debug():
+            raise
+        _fail(
+            _command_name(args),
+            f"internal error: {type(error).__name__}: {error} "
+            "(a bug in isa; rerun with ISA_DEBUG=1 for the traceback and report it)",
+            INTERNAL_ERROR,
+        )
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,108 @@
+"""Flags shared by several commands (the prior flags of DESIGN.md) and their parsing."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from isa_core.errors import IsaError
+from isa_core.priors import LpNested, LpTree, parse_layout
+
+PRIOR_PANEL = "Prior (default: ISA 5x4, p0 2.1, p1 2.2, s 2)"
+
+Layout = Annotated[
+    str | None,
+    typer.Option(
+        "--layout",
+        help="ISA layout: COUNTxSIZE like 5x4, or subspace sizes like 4,4,3. [default: 5x4]",
+        rich_help_panel=PRIOR_PANEL,
+    ),
+]
+P0 = Annotated[
+    float | None,
+    typer.Option(
+        "--p0", help="Root exponent p0 (Eq. 9). [default: 2.1]", rich_help_panel=PRIOR_PANEL
+    ),
+]
+P1 = Annotated[
+    str | None,
+    typer.Option(
+        "--p1",
+        help="Subspace exponent(s) p_i: one value, or one per subspace (2.2,1.9,...). "
+        "[default: 2.2]",
+        rich_help_panel=PRIOR_PANEL,
+    ),
+]
+Scale = Annotated[
+    float,
+    typer.Option(
+        "--scale",
+        help="Scale s of the radial density (Eq. 11); s = 2 with all p = 2 is N(0, I).",
+        rich_help_panel=PRIOR_PANEL,
+    ),
+]
+Tree = Annotated[
+    str | None,
+    typer.Option(
+        "--tree",
+        help="A full L^p-nested tree, e.g. '2.1(2.2(4),2.2(4))' or '1.5(10)'; "
+        "replaces --layout/--p0/--p1.",
+        rich_help_panel=PRIOR_PANEL,
+    ),
+]
+Output = Annotated[
+    Path | None,
+    typer.Option("-o", "--out", help="Output file (written atomically). [default: stdout]"),
+]
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+class SampleMethod(str, Enum):
+    nested = "nested"
+    isa = "isa"
+
+
+def _positive(value: float, flag: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise IsaError(f"{flag} must be a positive finite number, got {value}")
+    return value
+
+
+def _parse_p1(text: str) -> float | list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise IsaError(
+            f"cannot parse --p1 {text!r}; give a number (2.2) or one per subspace (2.2,1.9)"
+        ) from None
+    for value in values:
+        _positive(value, "--p1")
+    return values[0] if len(values) == 1 else values
+
+
+def build_tree(layout: str | None, p0: float | None, p1: str | None, tree: str | None) -> LpTree:
+    """The prior's tree from ``--tree`` or from ``--layout/--p0/--p1`` (defaults 5x4/2.1/2.2)."""
+    if tree is not None:
+        given = [flag for flag, v in (("--layout", layout), ("--p0", p0), ("--p1", p1)) if v]
+        if given:
+            raise IsaError(f"--tree already fixes the prior; drop {', '.join(given)}")
+        return LpTree.parse(tree)
+    sizes = parse_layout(layout if layout is not None else "5x4")
+    root = _positive(p0 if p0 is not None else 2.1, "--p0")
+    sub = _parse_p1(p1) if p1 is not None else 2.2
+    return LpTree.isa(sizes, root, sub)
+
+
+def build_prior(
+    layout: str | None, p0: float | None, p1: str | None, scale: float, tree: str | None
+) -> LpNested:
+    """The L^p-nested distribution named by the prior flags (float64 exponents)."""
+    return LpNested(build_tree(layout, p0, p1, tree), scale=_positive(scale, "--scale"))

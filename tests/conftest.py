@@ -1,0 +1,48 @@
+"""Shared fixtures: the real `isa` entry point and the GPU marker."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def isa_executable() -> str:
+    """The installed `isa` script of this interpreter (falls back to PATH)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "isa"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("isa")
+    if found is None:
+        pytest.fail("the `isa` entry point is not installed; run pip install -e '.[dev]'")
+    return found
+
+
+@pytest.fixture
+def isa_bin() -> str:
+    return isa_executable()
+
+
+def run_isa(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [isa_executable(), *args], input=stdin, capture_output=True, check=False, timeout=120
+    )
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable

@@ -1,0 +1,133 @@
+"""File formats and streams: NPY in and out, safetensors bundles, atomic writes, refusals."""
+
+from __future__ import annotations
+
+import io as stdio
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save
+
+from isa_core import io
+from isa_core.errors import IsaError
+
+
+class FakeTerminal(stdio.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = stdio.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_read_array_from_path_dash_and_stdin(tmp_path: Path) -> None:
+    array = np.arange(6.0).reshape(3, 2)
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    np.testing.assert_array_equal(io.read_array(str(path), stdio.BytesIO()), array)
+    np.testing.assert_array_equal(io.read_array("-", stdio.BytesIO(npy_bytes(array))), array)
+    np.testing.assert_array_equal(io.read_array(None, stdio.BytesIO(npy_bytes(array))), array)
+    # stdin holding a path: the first non-empty line
+    stdin = stdio.BytesIO(f"\n  {path}\nignored\n".encode())
+    np.testing.assert_array_equal(io.read_array(None, stdin), array)
+
+
+def test_stdin_problems() -> None:
+    with pytest.raises(IsaError, match="empty"):
+        io.read_array(None, stdio.BytesIO(b""))
+    with pytest.raises(IsaError, match="no input"):
+        io.read_array(None, FakeTerminal())
+    with pytest.raises(IsaError, match="pickle"):
+        io.read_array(None, stdio.BytesIO(pickle.dumps([1, 2, 3])))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (pickle.dumps(np.zeros(3)), "pickle"),
+        (b"PK\x03\x04rest-of-a-zip", "zip archive"),
+        (b"hello world\n", "not an NPY file"),
+        (npy_bytes(np.zeros((100, 3)))[:150], "truncated or corrupt"),
+        (npy_bytes(np.array([{"a": 1}], dtype=object)), "object array"),
+    ],
+)
+def test_bad_npy_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(content)
+    with pytest.raises(IsaError, match=message):
+        io.read_array(str(path), stdio.BytesIO())
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(IsaError, match="no such file"):
+        io.read_array(str(tmp_path / "missing.npy"), stdio.BytesIO())
+    with pytest.raises(IsaError, match="folder"):
+        io.read_array(str(tmp_path), stdio.BytesIO())
+
+
+def test_write_array_to_stdout_refuses_terminal(tmp_path: Path) -> None:
+    out = stdio.BytesIO()
+    io.write_array(np.ones(3), None, out)
+    np.testing.assert_array_equal(np.load(stdio.BytesIO(out.getvalue())), np.ones(3))
+    with pytest.raises(IsaError, match="terminal"):
+        io.write_array(np.ones(3), None, FakeTerminal())
+
+
+def test_atomic_write_never_damages_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "keep.npy"
+    path.write_bytes(b"precious")
+    with pytest.raises(RuntimeError), io.atomic_write(path) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("crash mid-write")
+    assert path.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.npy"]  # no temporary left behind
+    io.write_array(np.zeros(2), path, stdio.BytesIO())
+    np.testing.assert_array_equal(np.load(path), np.zeros(2))
+    with pytest.raises(IsaError, match="does not exist"):
+        io.write_array(np.zeros(2), tmp_path / "no" / "x.npy", stdio.BytesIO())
+
+
+def test_bundle_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    tensors = {"w": torch.randn(3, 4), "p": torch.tensor([2.1, 2.2], dtype=torch.float64)}
+    metadata = {"config": {"layout": [4, 4]}, "step": 7}
+    io.save_bundle(path, tensors, metadata)
+    bundle = io.load_bundle(path)
+    assert bundle.metadata == metadata
+    for name, tensor in tensors.items():
+        assert torch.equal(bundle.tensors[name], tensor)
+
+
+def test_bad_bundles(tmp_path: Path) -> None:
+    good = tmp_path / "good.safetensors"
+    io.save_bundle(good, {"w": torch.zeros(100)}, {"a": 1})
+    data = good.read_bytes()
+    cases = {
+        "truncated.safetensors": (data[: len(data) - 50], "truncated"),
+        "tiny.safetensors": (b"abc", "truncated"),
+        "garbage.safetensors": (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json here!!", "corrupt"),
+        "pickle.safetensors": (pickle.dumps({"w": 1}), "pickle"),
+        "torch.safetensors": (b"PK\x03\x04....", "zip archive"),
+        "array.safetensors": (npy_bytes(np.zeros(3)), "NPY array"),
+        "foreign.safetensors": (save({"w": torch.zeros(2)}), "no 'isa' metadata"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(IsaError, match=message):
+            io.load_bundle(path)
+
+
+def test_save_figure_requires_png(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    with pytest.raises(IsaError, match="PNG"):
+        io.save_figure(Figure(), tmp_path / "x.pdf")
+    io.save_figure(Figure(figsize=(1, 1)), tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes().startswith(b"\x89PNG")

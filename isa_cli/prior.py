@@ -13,7 +13,6 @@ from isa_cli.app import app
 from isa_cli.options import P0, P1, DType, Layout, Output, SampleMethod, Scale, Tree, build_prior
 from isa_core import io
 from isa_core.errors import IsaError
-from isa_core.plots import prior_contours
 
 PlotInput = Annotated[
     str | None,
@@ -132,6 +131,8 @@ def prior_plot(
 
     Samples come from INPUT (an (N, 2) NPY file, or '-' for stdin) when given, else are drawn.
     """
+    from isa_core.plots import prior_contours  # matplotlib loads only for plots
+
     prior = build_prior(layout, p0, p1, scale, tree)
     if prior.tree.n != 2:
         raise IsaError(

@@ -12,7 +12,8 @@ out := "demo-out"
 default:
     @just --list
 
-# The demo: sample the paper's ISA prior, score the samples, draw 2-D priors (Figs. 2-3).
+# The demo: sample the paper's ISA prior, score the samples, draw 2-D priors (Figs. 2-3),
+# and preview the built-in dSprites.
 demo:
     mkdir -p {{out}}
     isa prior-sample --layout 5x4 --p0 2.1 --p1 2.2 -n 100000 --seed 0 -o {{out}}/z.npy
@@ -21,6 +22,8 @@ demo:
     isa prior-sample --tree '1(2)' -n 2000 --seed 1 | isa prior-plot - --tree '1(2)' -o {{out}}/prior-leptokurtic.png
     isa prior-sample --tree '4(2)' -n 2000 --seed 1 | isa prior-plot - --tree '4(2)' -o {{out}}/prior-platykurtic.png
     isa prior-plot --tree '2.1(2.2(2))' --samples 2000 -o {{out}}/prior-isa-subspace.png
+    isa data info dsprites-mini
+    isa data preview dsprites -o {{out}}/dsprites.png
 
 # Run the tests (slow ones excluded; `just test-all` includes them). Extra args go to pytest.
 test *args:
@@ -38,3 +41,4 @@ lint:
 # Speed benchmarks against their anchors; prints the README's table.
 bench:
     {{python}} benchmarks/bench_prior.py
+    {{python}} benchmarks/bench_data.py

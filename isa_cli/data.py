@@ -1,0 +1,114 @@
+"""`isa data info|render|preview`: look at a ground-truth data set from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from isa_cli.app import app
+from isa_cli.options import Output
+from isa_core import io
+from isa_core.data import GroundTruthData, open_dataset
+from isa_core.errors import IsaError
+
+data_app = typer.Typer(
+    help="Ground-truth data sets: dsprites, dsprites-mini, or a data file/folder.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+Source = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in name (dsprites, dsprites-mini) or a path: a dSprites/generic .npz, "
+        "a 3D Faces .pt/.npz, a Cars3D folder.",
+        show_default=False,
+    ),
+]
+
+
+def parse_index_list(text: str, data: GroundTruthData) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise IsaError(f"cannot parse --index {text!r}; give integers like 0,5,9") from None
+    if not values:
+        raise IsaError("--index is empty; give integers like 0,5,9")
+    data._check_indices(torch.tensor(values))
+    return values
+
+
+def parse_factor_tuple(text: str, data: GroundTruthData) -> list[int]:
+    """``shape=2,scale=5,...`` to one factor-class tuple, every factor named once."""
+    given: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in data.factor_names:
+            raise IsaError(
+                f"cannot parse --factors item {part!r}; write NAME=CLASS with NAME one of "
+                f"{', '.join(data.factor_names)}"
+            )
+        try:
+            given[name] = int(value)
+        except ValueError:
+            raise IsaError(f"--factors {name}={value!r}: the class must be an integer") from None
+    missing = [n for n in data.factor_names if n not in given]
+    if missing:
+        raise IsaError(
+            f"--factors is missing {', '.join(missing)}; name every factor of {data.name}"
+        )
+    return [given[n] for n in data.factor_names]
+
+
+@data_app.command("info")
+def info(source: Source) -> None:
+    """One JSON object: name, n, image shape, factors (name, size, values)."""
+    typer.echo(json.dumps(open_dataset(source).info()))
+
+
+@data_app.command("render")
+def render(
+    source: Source,
+    index: Annotated[
+        str | None, typer.Option(help="Flat indices, e.g. 0,5,9.", show_default=False)
+    ] = None,
+    factors: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="One image by factor classes, e.g. shape=2,scale=5,orientation=0,x=3,y=31; "
+            "repeat for more images.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Output = None,
+) -> None:
+    """Images as NPY uint8 (k, H, W) or (k, H, W, C), pixel values as the files store them."""
+    data = open_dataset(source)
+    if (index is None) == (not factors):
+        raise IsaError("give exactly one of --index or --factors")
+    if index is not None:
+        indices = torch.tensor(parse_index_list(index, data))
+    else:
+        indices = data.factors_to_index([parse_factor_tuple(f, data) for f in factors or []])
+    io.write_array(data.pixels(indices), out, typer.get_binary_stream("stdout"))
+
+
+@data_app.command("preview")
+def preview(
+    source: Source,
+    out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")],
+    columns: Annotated[
+        int, typer.Option(min=2, max=40, help="Most values shown per factor (evenly spaced).")
+    ] = 10,
+) -> None:
+    """A PNG with one row per factor, swept across its values with the others fixed."""
+    from isa_core.plots import factor_sweeps
+
+    data = open_dataset(source)
+    io.save_figure(factor_sweeps(data, columns), out)
+    typer.echo(str(out.resolve()))

@@ -1,0 +1,246 @@
+"""`isa train`: β-VAE, β-TCVAE, FactorVAE, ISA-VAE and ISA-TCVAE from one command."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from isa_cli.app import app
+from isa_cli.options import P0, P1, Layout, Scale, Tree, build_tree
+from isa_core import io
+from isa_core.errors import IsaError
+from isa_core.priors import LpTree
+from isa_core.training import MODEL_FILE, TrainConfig, prepare_folder, train
+
+
+class PriorKind(str, Enum):
+    normal = "normal"
+    gennorm = "gennorm"
+    isa = "isa"
+
+
+class Objective(str, Enum):
+    vae = "vae"
+    tcvae = "tcvae"
+    factorvae = "factorvae"
+
+
+class Estimator(str, Enum):
+    mss = "mss"
+    mws = "mws"
+
+
+class Arch(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cpu``, ``cuda`` and ``cuda:N`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise IsaError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise IsaError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IsaError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def prior_tree(
+    kind: PriorKind,
+    layout: str | None,
+    p0: float | None,
+    p1: str | None,
+    tree: str | None,
+    latent_dim: int | None,
+    learn_exponents: bool,
+) -> LpTree:
+    """The prior's tree from --prior and the prior flags; checks --latent-dim against it."""
+    if tree is not None or kind == PriorKind.isa:
+        if learn_exponents and p1 is None and tree is None:
+            p1 = "2.0"  # the paper starts learned exponents at 2.0 (section 4, A.2)
+        result = build_tree(layout, p0, p1, tree)
+    else:
+        if layout is not None or p1 is not None:
+            raise IsaError(
+                f"--layout and --p1 describe ISA subspaces; --prior {kind.value} has none"
+            )
+        n = latent_dim if latent_dim is not None else 20
+        if n < 1:
+            raise IsaError(f"--latent-dim must be >= 1, got {n}")
+        if kind == PriorKind.normal:
+            if p0 is not None:
+                raise IsaError("--prior normal has no exponent; use --prior gennorm --p0 P")
+            result = LpTree.normal(n)
+        else:
+            result = LpTree.gennorm(n, build_tree(None, p0, None, None).p0)
+    if latent_dim is not None and latent_dim != result.n:
+        raise IsaError(
+            f"--latent-dim {latent_dim} disagrees with the prior, which has n = {result.n} "
+            f"({result}); drop --latent-dim or change --layout"
+        )
+    return result
+
+
+@app.command("train")
+def train_command(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder (created).")],
+    data: Annotated[str, typer.Option(help="Data set name or path (see `isa data`).")] = "dsprites",
+    prior: Annotated[PriorKind, typer.Option(help="Latent prior.")] = PriorKind.isa,
+    layout: Layout = None,
+    p0: P0 = None,
+    p1: P1 = None,
+    scale: Scale = 2.0,
+    tree: Tree = None,
+    objective: Annotated[Objective, typer.Option(help="Training objective.")] = Objective.vae,
+    beta: Annotated[float, typer.Option(help="Weight β of the KL (vae) or TC (tcvae).")] = 1.0,
+    gamma: Annotated[float, typer.Option(help="FactorVAE's TC weight γ.")] = 1.0,
+    estimator: Annotated[
+        Estimator, typer.Option(help="tcvae's q(z) estimator: mss (stratified) or mws.")
+    ] = Estimator.mss,
+    learn_exponents: Annotated[
+        bool, typer.Option(help="Learn the subspace exponents (p0 stays fixed).")
+    ] = False,
+    exponent_lr: Annotated[float, typer.Option(help="Learning rate of the exponents.")] = 1e-3,
+    closed_form_kl: Annotated[
+        bool, typer.Option(help="vae with the normal prior: closed-form KL instead of Monte Carlo.")
+    ] = False,
+    arch: Annotated[Arch, typer.Option(help="Encoder/decoder architecture.")] = Arch.mlp,
+    latent_dim: Annotated[
+        int | None, typer.Option(help="K; must match the prior's n. [default: 20]")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs. [default: 20]")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (instead of --epochs).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 2048,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    anneal_steps: Annotated[
+        int, typer.Option(help="Warm the KL/TC weight up from 0 over these steps (0: off).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of every random stream.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
+    log_every: Annotated[int, typer.Option(help="Log a metrics line every N steps.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a VAE with an L^p-nested prior; prints the path of model.safetensors."""
+    if steps is not None and epochs is not None:
+        raise IsaError("give --steps or --epochs, not both")
+    if steps is not None and steps < 1:
+        raise IsaError(f"--steps must be >= 1, got {steps}")
+    if resume and force:
+        raise IsaError("--resume and --force contradict each other; pick one")
+    target = resolve_device(device)
+    if resume:
+        prepare_folder(out, resume=True, force=False)
+        config = _resumed_config(out, steps, epochs)
+    else:
+        tree_spec = prior_tree(prior, layout, p0, p1, tree, latent_dim, learn_exponents)
+        config = TrainConfig(
+            data=data,
+            tree=str(tree_spec),
+            scale=scale,
+            prior=prior.value if tree is None else "tree",
+            learn_exponents=learn_exponents,
+            exponent_lr=exponent_lr,
+            objective=objective.value,
+            beta=beta,
+            gamma=gamma,
+            estimator=estimator.value,
+            closed_form_kl=closed_form_kl,
+            arch=arch.value,
+            steps=steps or 0,
+            epochs=20.0 if epochs is None else epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            anneal_steps=anneal_steps,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+        )
+        config.validate()
+        from isa_core.data import open_dataset
+
+        open_dataset(config.data)  # fail on a bad --data before touching the folder
+        prepare_folder(out, resume=False, force=force)
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        received.append(number)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = _run_with_progress(config, out, target, resume, stop, quiet)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    typer.echo(str(result.model_path))
+    if result.interrupted:
+        code = 143 if received and received[0] == signal.SIGTERM else 130
+        sys.stderr.write(
+            f"isa train: interrupted at step {result.step}; checkpoint saved, continue with "
+            f"--resume\n"
+        )
+        raise typer.Exit(code)
+
+
+def _resumed_config(out: Path, steps: int | None, epochs: float | None) -> TrainConfig:
+    from isa_core.training import _config_from
+
+    meta = io.load_bundle(out / MODEL_FILE).metadata
+    if "config" not in meta:
+        raise IsaError(f"{out / MODEL_FILE} has no run config; it was not written by isa train")
+    config = _config_from(meta["config"])
+    if steps is not None:
+        config.steps = steps
+    elif epochs is not None:
+        config.steps, config.epochs = 0, epochs
+    return config
+
+
+def _run_with_progress(config, out, device, resume, stop, quiet):
+    show = not quiet and sys.stderr.isatty()
+    if not show:
+        return train(config, out, device, resume=resume, stop=stop)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}  logpx {task.fields[logpx]}  {task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("train", total=None, loss="-", logpx="-", rate="")
+
+        def on_step(step: int, total: int) -> None:
+            progress.update(task, completed=step, total=total)
+
+        def on_log(metrics: dict[str, float]) -> None:
+            progress.update(
+                task,
+                loss=f"{metrics.get('loss', float('nan')):.2f}",
+                logpx=f"{metrics.get('logpx', float('nan')):.2f}",
+                rate=f"{metrics.get('images_per_s', 0):,.0f} img/s",
+            )
+
+        return train(config, out, device, resume, stop, on_log, on_step)

@@ -7,6 +7,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from isa_core.errors import IsaError
@@ -52,6 +53,16 @@ Tree = Annotated[
         help="A full L^p-nested tree, e.g. '2.1(2.2(4),2.2(4))' or '1.5(10)'; "
         "replaces --layout/--p0/--p1.",
         rich_help_panel=PRIOR_PANEL,
+    ),
+]
+Model = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Use the prior stored in a trained model.safetensors (learned exponents included); "
+        "replaces the other prior flags.",
+        rich_help_panel=PRIOR_PANEL,
+        show_default=False,
     ),
 ]
 Output = Annotated[
@@ -102,7 +113,33 @@ def build_tree(layout: str | None, p0: float | None, p1: str | None, tree: str |
 
 
 def build_prior(
-    layout: str | None, p0: float | None, p1: str | None, scale: float, tree: str | None
+    layout: str | None,
+    p0: float | None,
+    p1: str | None,
+    scale: float | None,
+    tree: str | None,
+    model: Path | None = None,
 ) -> LpNested:
-    """The L^p-nested distribution named by the prior flags (float64 exponents)."""
+    """The L^p-nested distribution named by the prior flags or stored in ``--model``."""
+    if model is not None:
+        given = [
+            flag
+            for flag, v in (
+                ("--layout", layout),
+                ("--p0", p0),
+                ("--p1", p1),
+                ("--tree", tree),
+                ("--scale", scale),
+            )
+            if v is not None
+        ]
+        if given:
+            raise IsaError(f"--model already fixes the prior; drop {', '.join(given)}")
+        from isa_core.training import load_model
+
+        trained, _ = load_model(model)
+        with torch.no_grad():
+            prior = trained.prior.double()()
+        return LpNested(prior.tree, prior.exponents.detach(), prior.scale)
+    scale = 2.0 if scale is None else scale
     return LpNested(build_tree(layout, p0, p1, tree), scale=_positive(scale, "--scale"))

@@ -10,7 +10,18 @@ import torch
 import typer
 
 from isa_cli.app import app
-from isa_cli.options import P0, P1, DType, Layout, Output, SampleMethod, Scale, Tree, build_prior
+from isa_cli.options import (
+    P0,
+    P1,
+    DType,
+    Layout,
+    Model,
+    Output,
+    SampleMethod,
+    Scale,
+    Tree,
+    build_prior,
+)
 from isa_core import io
 from isa_core.errors import IsaError
 
@@ -68,8 +79,9 @@ def prior_sample(
     layout: Layout = None,
     p0: P0 = None,
     p1: P1 = None,
-    scale: Scale = 2.0,
+    scale: Scale = None,
     tree: Tree = None,
+    model: Model = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
     dtype: Annotated[DType, typer.Option(help="Output dtype.")] = DType.float64,
     method: Annotated[
@@ -81,7 +93,7 @@ def prior_sample(
     out: Output = None,
 ) -> None:
     """Draw exact samples z ~ p(z) of an L^p-nested prior: NPY (N, n) on stdout or -o FILE."""
-    prior = build_prior(layout, p0, p1, scale, tree)
+    prior = build_prior(layout, p0, p1, scale, tree, model)
     generator = torch.Generator().manual_seed(seed)
     z = prior.sample((n,), generator=generator, method=method.value)
     io.write_array(z.numpy().astype(dtype.value, copy=False), out, _stdout())
@@ -93,15 +105,16 @@ def prior_logpdf(
     layout: Layout = None,
     p0: P0 = None,
     p1: P1 = None,
-    scale: Scale = 2.0,
+    scale: Scale = None,
     tree: Tree = None,
+    model: Model = None,
     text: Annotated[
         bool, typer.Option("--text", help="Write one number per line instead of NPY.")
     ] = False,
     out: Output = None,
 ) -> None:
     """Log-density log p(z) (Eqs. 7, 8, 11) of each row: NPY float64 (N,) or --text lines."""
-    prior = build_prior(layout, p0, p1, scale, tree)
+    prior = build_prior(layout, p0, p1, scale, tree, model)
     points = _checked_points(io.read_array(input, _stdin()), prior.tree.n, input or "stdin")
     log_p = prior.log_prob(torch.from_numpy(points)).numpy()
     if text:
@@ -117,7 +130,7 @@ def prior_plot(
     layout: Layout = None,
     p0: P0 = None,
     p1: P1 = None,
-    scale: Scale = 2.0,
+    scale: Scale = None,
     tree: Tree = None,
     samples: Annotated[
         int, typer.Option(min=0, help="Samples to draw when no INPUT is given.")

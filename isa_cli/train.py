@@ -101,7 +101,7 @@ def train_command(
     layout: Layout = None,
     p0: P0 = None,
     p1: P1 = None,
-    scale: Scale = 2.0,
+    scale: Scale = None,
     tree: Tree = None,
     objective: Annotated[Objective, typer.Option(help="Training objective.")] = Objective.vae,
     beta: Annotated[float, typer.Option(help="Weight β of the KL (vae) or TC (tcvae).")] = 1.0,
@@ -153,7 +153,7 @@ def train_command(
         config = TrainConfig(
             data=data,
             tree=str(tree_spec),
-            scale=scale,
+            scale=2.0 if scale is None else scale,
             prior=prior.value if tree is None else "tree",
             learn_exponents=learn_exponents,
             exponent_lr=exponent_lr,

@@ -97,11 +97,11 @@ def log_importance_weights(batch: int, dataset_size: int, estimator: str) -> Ten
     if batch < 2:
         raise IsaError("the TC estimators need a batch of at least 2 images")
     if estimator == "mws":
-        return torch.full((batch, batch), -math.log(batch))
+        return torch.full((batch, batch), -math.log(batch), dtype=torch.float64)
     if dataset_size < batch:
         raise IsaError(f"the batch ({batch}) is larger than the data set ({dataset_size})")
     others = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch - 1)
-    weights = torch.full((batch, batch), others)
+    weights = torch.full((batch, batch), others, dtype=torch.float64)
     weights.fill_diagonal_(-math.log(dataset_size))
     return weights
 

@@ -139,7 +139,7 @@ def test_sigint_saves_a_loadable_checkpoint_and_resume_finishes(tmp_path: Path) 
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
     assert stdout.decode().strip() == str((out / "model.safetensors").resolve())
-    model, meta = load_model(out / "model.safetensors")
+    _, meta = load_model(out / "model.safetensors")
     assert 3 <= meta["step"] < 100000
     resumed = run_isa(
         ["train", "--resume", "-o", str(out), "--steps", str(meta["step"] + 2), "--quiet"]

@@ -143,3 +143,19 @@ def test_factorvae_parts_and_discriminator() -> None:
     for k in range(4):  # each column is a permutation of the original column
         torch.testing.assert_close(permuted[:, k].sort().values, z[:, k].sort().values)
     assert not torch.equal(permuted, z)
+
+
+def test_marginal_mixture_gradients_match_autograd_of_the_definition() -> None:
+    from isa_core.objectives import _MarginalLogMixture
+
+    mean, logvar = posterior(9, 3, seed=7)
+    z = reparameterize(mean, logvar, torch.Generator().manual_seed(8)).requires_grad_()
+    mean.requires_grad_()
+    logvar.requires_grad_()
+    log_w = log_importance_weights(9, 100, "mss")
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: _MarginalLogMixture.apply(a, b, c, log_w, 4), (z, mean, logvar)
+    )
+    pairwise = gaussian_log_density(z[:, None, :], mean[None], logvar[None])
+    direct = torch.logsumexp(log_w[:, :, None] + pairwise, dim=1)
+    torch.testing.assert_close(_MarginalLogMixture.apply(z, mean, logvar, log_w, 4), direct)

@@ -1,0 +1,117 @@
+"""`isa train` throughput against a minimal hand-written PyTorch VAE loop, in one run.
+
+Both use the paper's MLP (4096-1200-1200-2K / K-1200-1200-1200-4096), batch 2048, Adam 1e-3.
+The minimal loop feeds random binary tensors to a normal-prior VAE with the closed-form KL and
+nothing else (no data set, no logging, no checkpoints). `isa train` runs its real loop through
+the library (`isa_core.training.train`): procedural dSprites rendered on the device, the ISA
+5x4 prior, the chosen objective, metrics logging; checkpoints are set beyond the run so they do
+not enter the timing. Steady state: the first ``--warmup`` steps are not timed.
+Target (issue): isa tcvae/mss >= 0.9 of the minimal loop on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isa_core.training import TrainConfig, prepare_folder, train
+
+
+def minimal_loop(steps: int, warmup: int, batch: int, device: torch.device) -> float:
+    torch.manual_seed(0)
+    k = 20
+    encoder = nn.Sequential(
+        nn.Linear(4096, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(), nn.Linear(1200, 2 * k)
+    ).to(device)
+    decoder = nn.Sequential(
+        nn.Linear(k, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, 1200),
+        nn.Tanh(),
+        nn.Linear(1200, 4096),
+    ).to(device)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
+    x = (torch.rand(batch, 4096, device=device) < 0.05).float()
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        mean, logvar = encoder(x).chunk(2, -1)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        logpx = -F.binary_cross_entropy_with_logits(decoder(z), x, reduction="none").sum(-1)
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(-1)
+        loss = -(logpx - kl).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def isa_loop(objective: str, steps: int, warmup: int, batch: int, device: torch.device) -> float:
+    stamps: list[float] = []
+
+    def on_step(step: int, total: int) -> None:
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    config = TrainConfig(
+        data="dsprites",
+        objective=objective,
+        estimator="mss",
+        steps=warmup + steps,
+        batch_size=batch,
+        log_every=10,
+        checkpoint_every=10**9,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = Path(folder) / "run"
+        prepare_folder(run_dir, resume=False, force=False)
+        train(config, run_dir, device, on_step=on_step)
+    return steps * batch / (stamps[-1] - stamps[warmup - 1])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    base = minimal_loop(args.steps, args.warmup, args.batch, device)
+    rows = [("minimal loop (normal prior, random tensors)", base)]
+    for objective in ("vae", "tcvae"):
+        rows.append(
+            (
+                f"isa train, ISA 5x4, {objective}",
+                isa_loop(objective, args.steps, args.warmup, args.batch, device),
+            )
+        )
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up"
+    )
+    print()
+    print("| loop | images/s | ratio to minimal |")
+    print("|---|---:|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ __all__ = [
     "load_bundle",
     "load_npy",
     "read_array",
+    "read_paths",
     "read_source",
     "save_bundle",
     "save_figure",
@@ -113,6 +114,25 @@ def read_source(arg: str | None, stdin: BinaryIO) -> Path | bytes:
         if line.strip():
             return Path(line.strip())
     raise IsaError("stdin is empty: pipe an NPY array or a file path, or give a path")
+
+
+def read_paths(arg: str | None, stdin: BinaryIO) -> list[Path]:
+    """A path argument, or every non-empty line of stdin (``ls runs/*/model.safetensors | ...``)."""
+    if arg not in (None, "-"):
+        return [Path(arg)]
+    if _is_terminal(stdin):
+        raise IsaError("no input: give a file path, or pipe paths into stdin")
+    data = stdin.read()
+    if data.startswith(NPY_MAGIC):
+        raise IsaError("stdin holds an NPY array; this command reads file paths")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IsaError("stdin holds binary data, not file paths") from None
+    paths = [Path(line.strip()) for line in text.splitlines() if line.strip()]
+    if not paths:
+        raise IsaError("stdin is empty: pipe file paths (one per line) or give a path")
+    return paths
 
 
 def read_array(arg: str | None, stdin: BinaryIO) -> np.ndarray:

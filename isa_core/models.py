@@ -146,6 +146,7 @@ class VAE(nn.Module):
     def __init__(self, arch: str, image_shape: tuple[int, int, int], prior: LpNestedPrior) -> None:
         super().__init__()
         self.latent_dim = prior.tree.n
+        self.decoder_shape = tuple(image_shape)
         self.encoder = build_encoder(arch, image_shape, self.latent_dim)
         self.decoder = build_decoder(arch, image_shape, self.latent_dim)
         self.prior = prior

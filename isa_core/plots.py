@@ -109,3 +109,86 @@ def factor_sweeps(data: GroundTruthData, columns: int = 10) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def latent_traversal(
+    rows: list[np.ndarray], original: np.ndarray, values: np.ndarray, labels: list[str]
+) -> Figure:
+    """Latent traversals (paper A.5): one row per latent, the decoded images along it.
+
+    ``rows[r]`` is (steps, H, W) or (steps, H, W, C) in [0, 1]; ``values`` (R, steps) the latent
+    values shown; ``original`` the image whose code is traversed.
+    """
+    steps = rows[0].shape[0]
+    fig = Figure(figsize=(0.9 * (steps + 1) + 2.2, 0.9 * len(rows) + 0.8), dpi=110)
+    axes = fig.subplots(len(rows), steps + 1, squeeze=False)
+    cmap = "gray" if original.ndim == 2 else None
+    for r, images in enumerate(rows):
+        for c in range(steps + 1):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = original if c == 0 else images[c - 1]
+            ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if c > 0:
+                ax.set_title(f"{values[r, c - 1]:+.2f}", fontsize=6, pad=1)
+        axes[r, 0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
+    axes[0, 0].set_title("input", fontsize=7, pad=1)
+    fig.suptitle(
+        "latent traversals: each row varies one latent around the input's code", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+_SHAPE_COLOURS = {0: ("tab:green", "square"), 1: ("tab:red", "ellipse"), 2: ("tab:blue", "heart")}
+
+
+def latent_vs_true(
+    mean: np.ndarray,
+    factors: np.ndarray,
+    names: list[str],
+    values: list[np.ndarray],
+    latents: list[int],
+    labels: list[str],
+) -> Figure:
+    """Chen et al.'s panel (paper A.5): per active latent, its mean over (x, y), vs scale and
+    vs orientation, one line per shape (red ellipse, green square, blue heart)."""
+    col = {name: names.index(name) for name in ("shape", "scale", "orientation", "x", "y")}
+    fig = Figure(figsize=(8.5, 2.0 * len(latents) + 0.6), dpi=110)
+    axes = fig.subplots(len(latents), 3, squeeze=False)
+    sizes = {name: int(factors[:, i].max()) + 1 for name, i in col.items()}
+    for r, j in enumerate(latents):
+        m = mean[:, j]
+        xy = np.zeros((sizes["y"], sizes["x"]))
+        counts = np.zeros_like(xy)
+        np.add.at(xy, (factors[:, col["y"]], factors[:, col["x"]]), m)
+        np.add.at(counts, (factors[:, col["y"]], factors[:, col["x"]]), 1)
+        image = axes[r, 0].imshow(
+            xy / np.maximum(counts, 1), cmap="coolwarm", origin="upper", interpolation="nearest"
+        )
+        fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.03)
+        axes[r, 0].set_ylabel(labels[r], fontsize=8)
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        for panel, factor in ((1, "scale"), (2, "orientation")):
+            ax = axes[r, panel]
+            for shape in range(sizes["shape"]):
+                rows = factors[:, col["shape"]] == shape
+                sums = np.bincount(factors[rows, col[factor]], m[rows], minlength=sizes[factor])
+                n = np.bincount(factors[rows, col[factor]], minlength=sizes[factor])
+                colour, label = _SHAPE_COLOURS.get(shape, (None, f"shape {shape}"))
+                ax.plot(
+                    values[col[factor]], sums / np.maximum(n, 1), color=colour, label=label, lw=1.2
+                )
+            ax.tick_params(labelsize=7)
+            if r == len(latents) - 1:
+                ax.set_xlabel(factor, fontsize=8)
+            if r == 0 and panel == 1:
+                ax.legend(fontsize=6, loc="best")
+    axes[0, 0].set_title("mean over (x, y)", fontsize=8)
+    axes[0, 1].set_title("mean vs scale", fontsize=8)
+    axes[0, 2].set_title("mean vs orientation", fontsize=8)
+    fig.suptitle("active latents against the true factors", fontsize=9)
+    fig.tight_layout()
+    return fig

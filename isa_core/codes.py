@@ -1,0 +1,123 @@
+"""Codes: a model's posterior q(z|x) for every image of a data set, and the files that hold them.
+
+A codes file is a safetensors bundle with ``mean`` and ``logvar`` (N, K) float32, ``factors``
+(N, F) int64 and ``logpx`` (N,) float32 (the Bernoulli log-likelihood of one reconstruction
+sample per image), and metadata ``isa`` with ``kind: codes``, the factor names, sizes and
+values, the model's config and path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from isa_core import io
+from isa_core.data import GroundTruthData
+from isa_core.errors import IsaError
+from isa_core.models import VAE, reparameterize
+from isa_core.objectives import bernoulli_log_likelihood
+
+__all__ = ["Codes", "encode", "is_codes_file", "load_codes", "save_codes"]
+
+
+@dataclass
+class Codes:
+    mean: np.ndarray  # (N, K)
+    logvar: np.ndarray  # (N, K)
+    factors: np.ndarray  # (N, F) int64
+    logpx: np.ndarray | None  # (N,)
+    metadata: dict[str, Any]
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.exp(0.5 * self.logvar.astype(np.float64))
+
+    @property
+    def factor_names(self) -> list[str]:
+        return list(self.metadata["factor_names"])
+
+
+@torch.no_grad()
+def encode(
+    model: VAE,
+    data: GroundTruthData,
+    device: torch.device,
+    batch_size: int = 2048,
+    seed: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Codes:
+    """q(z|x) of every image, in flat-index order, and log p(x|z) of one sample z per image."""
+    if tuple(data.image_shape) != tuple(model.decoder_shape):
+        raise IsaError(
+            f"the model was trained on {tuple(model.decoder_shape)} images, but {data.name} has "
+            f"{tuple(data.image_shape)}"
+        )
+    model = model.to(device).eval()
+    n, k = len(data), model.latent_dim
+    mean = np.empty((n, k), dtype=np.float32)
+    logvar = np.empty((n, k), dtype=np.float32)
+    logpx = np.empty(n, dtype=np.float32)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for start in range(0, n, batch_size):
+        index = torch.arange(start, min(n, start + batch_size))
+        x = data.images(index, device)
+        m, lv = model.encode(x)
+        z = reparameterize(m, lv, generator)
+        logpx[start : start + len(index)] = bernoulli_log_likelihood(model.decode(z), x).cpu()
+        mean[start : start + len(index)] = m.cpu()
+        logvar[start : start + len(index)] = lv.cpu()
+        if on_batch is not None:
+            on_batch(start + len(index), n)
+    factors = data.index_to_factors(torch.arange(n)).numpy()
+    metadata = {
+        "kind": "codes",
+        "data": data.name,
+        "factor_names": list(data.factor_names),
+        "factor_sizes": list(data.factor_sizes),
+        "factor_values": [[float(v) for v in values] for values in data.factor_values],
+    }
+    return Codes(mean, logvar, factors, logpx, metadata)
+
+
+def save_codes(path: Path | str, codes: Codes) -> None:
+    tensors = {
+        "mean": torch.from_numpy(codes.mean),
+        "logvar": torch.from_numpy(codes.logvar),
+        "factors": torch.from_numpy(codes.factors.astype(np.int64)),
+    }
+    if codes.logpx is not None:
+        tensors["logpx"] = torch.from_numpy(codes.logpx)
+    io.save_bundle(path, tensors, codes.metadata)
+
+
+def is_codes_file(metadata: dict[str, Any]) -> bool:
+    return metadata.get("kind") == "codes"
+
+
+def load_codes(path: Path | str) -> Codes:
+    """Read and validate a codes file."""
+    bundle = io.load_bundle(path)
+    if not is_codes_file(bundle.metadata):
+        raise IsaError(f"{path} is not a codes file (write one with `isa encode`)")
+    tensors = bundle.tensors
+    for key in ("mean", "logvar"):
+        if key not in tensors:
+            raise IsaError(f"{path} has no '{key}' tensor; re-run `isa encode`")
+    if "factors" not in tensors or "factor_names" not in bundle.metadata:
+        raise IsaError(f"{path} has no factors; MIG needs the ground-truth factors of each image")
+    mean, logvar = tensors["mean"].double().numpy(), tensors["logvar"].double().numpy()
+    factors = tensors["factors"].numpy()
+    if mean.shape != logvar.shape or mean.ndim != 2 or factors.shape[0] != mean.shape[0]:
+        raise IsaError(
+            f"{path}: mean {mean.shape}, logvar {logvar.shape} and factors "
+            f"{factors.shape} do not fit together"
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(logvar).all()):
+        raise IsaError(f"{path}: the codes contain NaN or inf (the model may have diverged)")
+    logpx = tensors["logpx"].double().numpy() if "logpx" in tensors else None
+    return Codes(mean, logvar, factors.astype(np.int64), logpx, bundle.metadata)

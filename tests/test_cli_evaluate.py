@@ -1,0 +1,144 @@
+"""`isa encode`, `isa mig`, `isa traverse` end to end on dsprites-mini."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from isa_core import io
+from isa_core.codes import load_codes
+from isa_core.metrics import mig
+from tests.conftest import isa_executable, run_isa
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """train | encode | mig through the real entry point, as a user would pipe them."""
+    folder = tmp_path_factory.mktemp("run") / "run"
+    isa = isa_executable()
+    command = (
+        f"'{isa}' train --data dsprites-mini --objective tcvae --steps 60 --batch-size 128 "
+        f"-o '{folder}' -q | '{isa}' encode -q | '{isa}' mig -q"
+    )
+    result = subprocess.run(command, shell=True, capture_output=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    record = json.loads(result.stdout.decode().strip())
+    assert record["input"] == str((folder / "codes.safetensors").resolve())
+    assert record["estimator"] == "quadrature" and record["n"] == 4410
+    assert 0 <= record["mig"] <= 1 and record["logpx"] < 0
+    assert [f["name"] for f in record["factors"]] == ["shape", "scale", "orientation", "x", "y"]
+    assert all(len(f["mi"]) == 20 and len(f["top"]) == 2 for f in record["factors"])
+    return folder
+
+
+def test_codes_file_contents(trained: Path) -> None:
+    codes = load_codes(trained / "codes.safetensors")
+    assert codes.mean.shape == (4410, 20) and codes.logvar.shape == (4410, 20)
+    assert codes.factors.shape == (4410, 5) and codes.logpx.shape == (4410,)
+    assert codes.metadata["factor_sizes"] == [3, 6, 5, 7, 7]
+    assert codes.metadata["model"] == str((trained / "model.safetensors").resolve())
+    raw = io.load_bundle(trained / "codes.safetensors").tensors
+    assert raw["mean"].dtype == torch.float32 and raw["factors"].dtype == torch.int64
+
+
+def test_the_three_estimators_agree_on_a_trained_model(trained: Path) -> None:
+    codes = load_codes(trained / "codes.safetensors")
+    names = codes.factor_names
+    quad = mig(codes.mean, codes.std, codes.factors, names, "quadrature")
+    sampled = mig(codes.mean, codes.std, codes.factors, names, "sampling", samples=4000)
+    hist = mig(codes.mean, codes.std, codes.factors, names, "histogram")
+    # Sampling estimates the same quantity: its MI entries agree within Monte-Carlo error.
+    assert np.abs(quad.mi - sampled.mi).max() < 0.05
+    assert abs(quad.score - sampled.score) < 0.03
+    # The histogram estimator discretises the means (a different quantity): looser agreement.
+    assert abs(quad.score - hist.score) < 0.1
+
+
+def test_mig_of_several_paths_on_stdin_and_factor_choice(trained: Path) -> None:
+    paths = f"{trained / 'codes.safetensors'}\n{trained / 'model.safetensors'}\n".encode()
+    result = run_isa(["mig", "--factors", "scale,x,y", "-q"], stdin=paths)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert len(lines) == 2
+    assert [f["name"] for f in lines[0]["factors"]] == ["scale", "x", "y"]
+    assert lines[0]["scored_factors"] == ["scale", "x", "y"]
+    assert lines[0]["mig"] == pytest.approx(lines[1]["mig"], abs=1e-9)
+    histogram = run_isa(
+        [
+            "mig",
+            str(trained / "codes.safetensors"),
+            "--estimator",
+            "histogram",
+            "--bins",
+            "10",
+            "-q",
+        ]
+    )
+    assert json.loads(histogram.stdout)["estimator"] == "histogram"
+
+
+@pytest.mark.parametrize(
+    ("kind", "min_size"), [("traversal", (500, 500)), ("latent-vs-true", (600, 600))]
+)
+def test_traverse_writes_a_png(trained: Path, tmp_path: Path, kind: str, min_size) -> None:
+    out = tmp_path / f"{kind}.png"
+    result = run_isa(
+        [
+            "traverse",
+            str(trained / "model.safetensors"),
+            "--codes",
+            str(trained / "codes.safetensors"),
+            "--kind",
+            kind,
+            "-o",
+            str(out),
+        ]
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().strip() == str(out.resolve())
+    with Image.open(out) as image:
+        image.load()
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+
+
+def test_bad_inputs(trained: Path, tmp_path: Path) -> None:
+    no_factors = tmp_path / "nofactors.safetensors"
+    io.save_bundle(
+        no_factors, {"mean": torch.zeros(3, 2), "logvar": torch.zeros(3, 2)}, {"kind": "codes"}
+    )
+    nan_codes = tmp_path / "nan.safetensors"
+    codes = io.load_bundle(trained / "codes.safetensors")
+    tensors = dict(codes.tensors)
+    tensors["mean"] = tensors["mean"].clone()
+    tensors["mean"][5, 3] = float("nan")
+    io.save_bundle(nan_codes, tensors, codes.metadata)
+    foreign = tmp_path / "foreign.safetensors"
+    io.save_bundle(foreign, {"w": torch.zeros(2)}, {"something": "else"})
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    model = io.load_bundle(trained / "model.safetensors")
+    meta = dict(model.metadata)
+    meta["config"] = dict(meta["config"], data=str(tmp_path / "gone.npz"))
+    io.save_bundle(moved / "model.safetensors", model.tensors, meta)
+    cases = [
+        (["mig", str(no_factors)], "has no factors"),
+        (["mig", str(nan_codes)], "NaN"),
+        (["mig", str(foreign)], "neither a codes file nor an isa model"),
+        (["mig", str(moved / "model.safetensors")], "is not available"),
+        (["encode", str(foreign)], "not an isa model"),
+        (["mig", str(trained / "codes.safetensors"), "--factors", "colour"], "unknown colour"),
+        (["traverse", str(trained / "model.safetensors"), "-o", str(tmp_path / "x.pdf")], "PNG"),
+    ]
+    for args, message in cases:
+        result = run_isa(args)
+        stderr = result.stderr.decode()
+        assert result.returncode == 2, (args, stderr)
+        assert stderr.startswith(f"isa {args[0]}: error: ") and stderr.count("\n") == 1, stderr
+        assert message in stderr, (args, stderr)

@@ -36,7 +36,7 @@ def test_one_latent_per_factor_gives_mig_one(estimator: str) -> None:
     std = np.concatenate([np.full(informative.shape, 1e-3), np.ones(noise.shape)], 1)
     result = run(mean, std, factors, estimator)
     assert result.score == pytest.approx(1.0, abs=0.03)
-    assert [list(t)[0] for t in result.top] == [0, 1, 2]
+    assert result.top[:, 0].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)

@@ -12,17 +12,19 @@ out := "demo-out"
 default:
     @just --list
 
-# The demo: sample the paper's ISA prior, score the samples, draw 2-D priors (Figs. 2-3),
-# and preview the built-in dSprites.
+# The demo, a few minutes on a CPU: train a small ISA-TCVAE on the built-in dsprites-mini,
+# encode it, score MIG and log p(x|z), and draw the appendix A.5 figures into demo-out/.
 demo:
     mkdir -p {{out}}
-    isa prior-sample --layout 5x4 --p0 2.1 --p1 2.2 -n 100000 --seed 0 -o {{out}}/z.npy
-    isa prior-logpdf {{out}}/z.npy --layout 5x4 --p0 2.1 --p1 2.2 --text \
-        | awk '{ s += $1 } END { printf "mean log p(z) over %d ISA 5x4 samples: %.4f nats\n", NR, s / NR }' >&2
+    isa train --data dsprites-mini --prior isa --layout 5x4 --p0 2.1 --p1 2.2 \
+        --objective tcvae --beta 4 --steps 1200 --batch-size 256 --force -o {{out}}/run \
+        | isa encode | isa mig
+    isa traverse {{out}}/run/model.safetensors --codes {{out}}/run/codes.safetensors \
+        --index 2000 -o {{out}}/traversal.png
+    isa traverse {{out}}/run/model.safetensors --codes {{out}}/run/codes.safetensors \
+        --kind latent-vs-true -o {{out}}/latent-vs-true.png
     isa prior-sample --tree '1(2)' -n 2000 --seed 1 | isa prior-plot - --tree '1(2)' -o {{out}}/prior-leptokurtic.png
     isa prior-sample --tree '4(2)' -n 2000 --seed 1 | isa prior-plot - --tree '4(2)' -o {{out}}/prior-platykurtic.png
-    isa prior-plot --tree '2.1(2.2(2))' --samples 2000 -o {{out}}/prior-isa-subspace.png
-    isa data info dsprites-mini
     isa data preview dsprites -o {{out}}/dsprites.png
 
 # Run the tests (slow ones excluded; `just test-all` includes them). Extra args go to pytest.
@@ -42,3 +44,5 @@ lint:
 bench:
     {{python}} benchmarks/bench_prior.py
     {{python}} benchmarks/bench_data.py
+    {{python}} benchmarks/bench_train.py
+    {{python}} benchmarks/bench_mig.py

@@ -28,6 +28,11 @@ class Estimator(str, Enum):
     histogram = "histogram"
 
 
+class Grouping(str, Enum):
+    none = "none"
+    subspaces = "subspaces"
+
+
 class Kind(str, Enum):
     traversal = "traversal"
     latent_vs_true = "latent-vs-true"
@@ -133,6 +138,10 @@ def mig_command(
     samples: Annotated[int, typer.Option(help="sampling: Monte-Carlo samples.")] = 10_000,
     bins: Annotated[int, typer.Option(help="histogram: bins per latent.")] = 20,
     seed: Annotated[int, typer.Option(help="sampling: random seed.")] = 0,
+    group: Annotated[
+        Grouping,
+        typer.Option(help="subspaces: also score each ISA subspace as one variable (Monte Carlo)."),
+    ] = Grouping.none,
     data: Annotated[str | None, typer.Option(help="Data for models (default: theirs).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Encoding batch size.")] = 2048,
     device: Annotated[str, typer.Option(help="Encoding device.")] = "auto",
@@ -172,9 +181,36 @@ def mig_command(
         )
         if result.resolution is not None:
             record["resolution"] = result.resolution
+        if group == Grouping.subspaces:
+            record["subspaces"] = _subspace_record(codes, keep, samples, seed)
         typer.echo(json.dumps(record))
         if not quiet:
             _print_table(record)
+
+
+def _subspace_record(codes: Codes, keep: list[int], samples: int, seed: int) -> dict:
+    from isa_core.metrics import subspace_mig
+    from isa_core.priors import LpTree
+
+    config = codes.metadata.get("config") or {}
+    if "tree" not in config:
+        raise IsaError("--group subspaces needs the model's prior; these codes do not record it")
+    subspaces = [list(r) for r in LpTree.parse(config["tree"]).subspaces]
+    if all(len(s) == 1 for s in subspaces):
+        raise IsaError(
+            "--group subspaces needs an ISA prior; this model's subspaces are single latents"
+        )
+    names = codes.factor_names
+    result = subspace_mig(
+        codes.mean,
+        codes.std,
+        codes.factors[:, keep],
+        [names[i] for i in keep],
+        subspaces,
+        samples,
+        seed,
+    )
+    return {"groups": subspaces, **result.as_dict()}
 
 
 def _print_table(record: dict) -> None:
@@ -208,6 +244,9 @@ def traverse_command(
         float, typer.Option("--range", help="Half-width in aggregate-posterior std units.")
     ] = 3.0,
     index: Annotated[int, typer.Option(help="Image whose code is traversed.")] = 0,
+    max_rows: Annotated[
+        int, typer.Option(min=1, help="traversal: show at most this many latents (by MI).")
+    ] = 10,
     codes: Annotated[
         Path | None, typer.Option(help="Codes file of this model (else the data is encoded).")
     ] = None,
@@ -245,7 +284,7 @@ def traverse_command(
         dataset = open_dataset(data or meta["config"]["data"])
         if not 0 <= index < len(dataset):
             raise IsaError(f"--index {index} is out of range (0..{len(dataset) - 1})")
-        order = [int(j) for j in np.argsort(-strength)]
+        order = [int(j) for j in np.argsort(-strength)][:max_rows]
         spread = np.sqrt(encoded.mean.var(0) + np.exp(encoded.logvar).mean(0))  # aggregate std
         grid = np.linspace(-range_, range_, steps)
         base = torch.from_numpy(encoded.mean[index]).float()

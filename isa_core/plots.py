@@ -190,5 +190,5 @@ def latent_vs_true(
     axes[0, 1].set_title("mean vs scale", fontsize=8)
     axes[0, 2].set_title("mean vs orientation", fontsize=8)
     fig.suptitle("active latents against the true factors", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return fig

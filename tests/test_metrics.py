@@ -113,3 +113,19 @@ def test_bad_codes() -> None:
         mig(np.zeros((10, 2)), np.ones((10, 2)), np.zeros((10, 1), int), ["a"])
     with pytest.raises(IsaError, match="unknown estimator"):
         mig(np.zeros((10, 2)), np.ones((10, 2)), factors, ["a", "b", "c"], "kde")
+
+
+def test_subspace_scoring_credits_a_factor_spread_over_a_subspace() -> None:
+    from isa_core.metrics import subspace_mig
+
+    v = np.tile(np.arange(8), 200)
+    angle = 2 * np.pi * v / 8
+    rng = np.random.default_rng(4)
+    mean = np.stack([np.cos(angle), np.sin(angle), rng.standard_normal(len(v))], 1)
+    std = np.stack([np.full(len(v), 0.01)] * 2 + [np.ones(len(v))], 1)
+    factors = v[:, None]
+    single = mig(mean, std, factors, ["angle"])
+    assert single.mi[0, 0] < 0.8 * np.log(8)  # cos alone cannot tell ±angle apart
+    grouped = subspace_mig(mean, std, factors, ["angle"], [[0, 1], [2]], samples=2000)
+    assert grouped.mi[0, 0] == pytest.approx(np.log(8), rel=0.02)
+    assert grouped.score == pytest.approx(1.0, abs=0.03)

@@ -165,6 +165,8 @@ def atomic_write(path: Path | str) -> Iterator[BinaryIO]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as error:
         raise IsaError(f"cannot write in {folder}: {error.strerror}") from None
+    # mkstemp makes the file private (0600); give it the mode a plain open() would.
+    os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -174,6 +176,12 @@ def atomic_write(path: Path | str) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

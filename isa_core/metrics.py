@@ -203,20 +203,34 @@ def quadrature_mi(
 
 
 def _log_mixture(
-    points: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor, groups: torch.Tensor
+    points: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor, groups: torch.Tensor | None
 ) -> torch.Tensor:
     """log (1/N) sum_n prod_{j in g} N(points_j; mu_nj, sd_nj) per point and group: (S, G).
 
-    ``groups`` is a (K, G) 0/1 matrix; the identity gives every latent its own mixture.
+    ``groups`` is a (K, G) 0/1 matrix; None gives every latent its own mixture. The exponent
+    -(x - m)^2 / 2s^2 + log-normaliser is a bilinear form in (x^2, x, 1) and per-component
+    coefficients, so each (points x components) block is one matrix product.
     """
+    groups = torch.eye(points.shape[1], dtype=torch.float64) if groups is None else groups
+    precision = 1.0 / sd**2  # (N, K)
+    coefficients = torch.stack(  # (N, K, 3): weights of x^2, x and 1
+        [
+            -0.5 * precision,
+            mu * precision,
+            -0.5 * mu**2 * precision - torch.log(sd) - 0.5 * math.log(2 * math.pi),
+        ],
+        dim=-1,
+    )
+    features = torch.stack([points**2, points, torch.ones_like(points)], dim=-1)  # (S, K, 3)
     total = torch.full((len(points), groups.shape[1]), -math.inf, dtype=torch.float64)
-    chunk = max(1, (1 << 22) // (points.numel() or 1))
-    log_norm = -torch.log(sd) - 0.5 * math.log(2 * math.pi)
-    for start in range(0, len(mu), chunk):
-        rows = slice(start, start + chunk)
-        m, s, c = mu[rows], sd[rows], log_norm[rows]
-        log_p = c[:, None, :] - 0.5 * ((points[None] - m[:, None, :]) / s[:, None, :]) ** 2
-        total = torch.logaddexp(total, torch.logsumexp(log_p @ groups, dim=0))
+    chunk = max(1, (1 << 23) // max(1, len(points)))
+    for g in range(groups.shape[1]):
+        dims = torch.nonzero(groups[:, g]).flatten()
+        x = features[:, dims, :].reshape(len(points), -1)  # (S, |g| * 3)
+        for start in range(0, len(mu), chunk):
+            c = coefficients[start : start + chunk, dims, :].reshape(-1, x.shape[1])  # (c, |g|*3)
+            block = x @ c.T  # (S, c): sum over the group's dims of log N
+            total[:, g] = torch.logaddexp(total[:, g], torch.logsumexp(block, dim=1))
     return total - math.log(len(mu))
 
 
@@ -230,12 +244,11 @@ def _sampled_entropy(mu, sd, samples, generator, groups) -> torch.Tensor:
 def _sampling_mi(mean, std, factors, samples: int, seed: int, groups=None):
     generator = torch.Generator().manual_seed(seed)
     mu, sd = torch.from_numpy(mean).double(), torch.from_numpy(std).double()
-    if groups is None:
-        groups = torch.eye(mean.shape[1], dtype=torch.float64)
+    width = mean.shape[1] if groups is None else groups.shape[1]
     h_marg = _sampled_entropy(mu, sd, samples, generator, groups)
-    mi = np.zeros((factors.shape[1], groups.shape[1]))
+    mi = np.zeros((factors.shape[1], width))
     for i in range(factors.shape[1]):
-        h_cond = torch.zeros(groups.shape[1], dtype=torch.float64)
+        h_cond = torch.zeros(width, dtype=torch.float64)
         for v in np.unique(factors[:, i]):
             rows = torch.from_numpy(np.flatnonzero(factors[:, i] == v))
             p = len(rows) / len(mean)

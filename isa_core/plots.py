@@ -192,3 +192,53 @@ def latent_vs_true(
     fig.suptitle("active latents against the true factors", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     return fig
+
+
+def _ellipse(ax, covariance: np.ndarray, **style) -> None:
+    from matplotlib.patches import Ellipse
+
+    values, vectors = np.linalg.eigh(covariance)
+    angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
+    width, height = 2 * 2 * np.sqrt(values[1]), 2 * 2 * np.sqrt(values[0])  # 2-sigma
+    ax.add_patch(Ellipse((0, 0), width, height, angle=angle, fill=False, **style))
+
+
+def fa_curves(
+    experiment: str,
+    grid: np.ndarray,
+    loglik: np.ndarray,
+    free_energy: dict[float, np.ndarray],
+    ellipses: list[tuple[str, np.ndarray, np.ndarray]],
+) -> Figure:
+    """Appendix B.3-B.5 panels: log-likelihood and F_β along the sweep, and true (tempered)
+    vs mean-field posterior covariances (2-sigma ellipses of z1, z2) at a few settings."""
+    fig = Figure(figsize=(4.2 + 2.2 * len(ellipses), 3.6), dpi=110)
+    grid_spec = fig.add_gridspec(1, 1 + len(ellipses), width_ratios=[2.0] + [1.0] * len(ellipses))
+    ax = fig.add_subplot(grid_spec[0])
+    x = grid / np.pi if experiment == "rotation" else grid
+    ax.plot(x, loglik, color="k", lw=2, label="log-likelihood")
+    for beta, values in free_energy.items():
+        ax.plot(x, values, lw=1.4, label=f"free energy, β = {beta:g}")
+    ax.set_xlabel("rotation θ / π" if experiment == "rotation" else "α (weight of z1)")
+    ax.set_ylabel("nats per data point")
+    ax.legend(fontsize=7)
+    ax.set_title(
+        "rotation of an ML solution" if experiment == "rotation" else "over-complete model, Eq. 17",
+        fontsize=9,
+    )
+    for i, (label, true_cov, q_cov) in enumerate(ellipses, start=1):
+        sub = fig.add_subplot(grid_spec[i])
+        _ellipse(sub, true_cov[:2, :2], color="tab:blue", lw=1.5, label="posterior")
+        _ellipse(sub, q_cov[:2, :2], color="tab:red", lw=1.5, ls="--", label="mean field")
+        reach = 2.2 * np.sqrt(max(np.diag(true_cov[:2, :2]).max(), np.diag(q_cov[:2, :2]).max()))
+        sub.set_xlim(-reach, reach)
+        sub.set_ylim(-reach, reach)
+        sub.set_aspect("equal")
+        sub.set_title(label, fontsize=8)
+        sub.set_xlabel("$z_1$", fontsize=8)
+        sub.set_ylabel("$z_2$", fontsize=8)
+        sub.tick_params(labelsize=6)
+        if i == 1:
+            sub.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return fig

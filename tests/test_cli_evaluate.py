@@ -69,8 +69,17 @@ def test_mig_of_several_paths_on_stdin_and_factor_choice(trained: Path) -> None:
     assert [f["name"] for f in lines[0]["factors"]] == ["scale", "x", "y"]
     assert lines[0]["scored_factors"] == ["scale", "x", "y"]
     assert lines[0]["mig"] == pytest.approx(lines[1]["mig"], abs=1e-9)
-    grouped = run_isa(["mig", str(trained / "codes.safetensors"), "--group", "subspaces",
-                       "--samples", "500", "-q"])
+    grouped = run_isa(
+        [
+            "mig",
+            str(trained / "codes.safetensors"),
+            "--group",
+            "subspaces",
+            "--samples",
+            "500",
+            "-q",
+        ]
+    )
     assert grouped.returncode == 0, grouped.stderr.decode()
     subspaces = json.loads(grouped.stdout)["subspaces"]
     assert subspaces["groups"][0] == [0, 1, 2, 3] and len(subspaces["factors"][0]["mi"]) == 5

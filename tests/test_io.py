@@ -131,3 +131,16 @@ def test_save_figure_requires_png(tmp_path: Path) -> None:
         io.save_figure(Figure(), tmp_path / "x.pdf")
     io.save_figure(Figure(figsize=(1, 1)), tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "out.npy"
+    io.write_array(np.zeros(2), path, stdio.BytesIO())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    path.chmod(0o640)
+    io.write_array(np.ones(2), path, stdio.BytesIO())
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -38,7 +38,7 @@ def parse_index_list(text: str, data: GroundTruthData) -> list[int]:
         raise IsaError(f"cannot parse --index {text!r}; give integers like 0,5,9") from None
     if not values:
         raise IsaError("--index is empty; give integers like 0,5,9")
-    data._check_indices(torch.tensor(values))
+    data.check_indices(torch.tensor(values))
     return values
 
 

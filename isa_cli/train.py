@@ -202,12 +202,12 @@ def train_command(
 
 
 def _resumed_config(out: Path, steps: int | None, epochs: float | None) -> TrainConfig:
-    from isa_core.training import _config_from
+    from isa_core.training import config_from_metadata
 
     meta = io.load_bundle(out / MODEL_FILE).metadata
     if "config" not in meta:
         raise IsaError(f"{out / MODEL_FILE} has no run config; it was not written by isa train")
-    config = _config_from(meta["config"])
+    config = config_from_metadata(meta["config"])
     if steps is not None:
         config.steps = steps
     elif epochs is not None:

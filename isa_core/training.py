@@ -123,7 +123,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[VA
     meta = bundle.metadata
     if "config" not in meta or "image_shape" not in meta:
         raise IsaError(f"{path} is not an isa model (no config in its metadata)")
-    config = _config_from(meta["config"])
+    config = config_from_metadata(meta["config"])
     prior = LpNestedPrior(
         LpTree.parse(config.tree), scale=config.scale, learn_exponents=config.learn_exponents
     )
@@ -136,7 +136,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[VA
     return model.to(device).eval(), meta
 
 
-def _config_from(raw: dict) -> TrainConfig:
+def config_from_metadata(raw: dict) -> TrainConfig:
     known = {f for f in TrainConfig.__dataclass_fields__}
     return TrainConfig(**{k: v for k, v in raw.items() if k in known})
 

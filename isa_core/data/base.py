@@ -52,7 +52,7 @@ class GroundTruthData(ABC):
     def index_to_factors(self, index: Tensor | Sequence[int]) -> Tensor:
         """Flat indices (...,) to factor-class tuples (..., F), int64."""
         index = torch.as_tensor(index, dtype=torch.int64)
-        self._check_indices(index)
+        self.check_indices(index)
         sizes = torch.tensor(self.factor_sizes, dtype=torch.int64, device=index.device)
         strides = self._strides.to(index.device)
         return (index[..., None] // strides) % sizes
@@ -93,7 +93,8 @@ class GroundTruthData(ABC):
         """n flat indices drawn uniformly with replacement, (n,) int64 on the CPU."""
         return torch.randint(0, len(self), (n,), generator=generator, dtype=torch.int64)
 
-    def _check_indices(self, index: Tensor) -> None:
+    def check_indices(self, index: Tensor) -> None:
+        """Raise IsaError naming the first flat index outside 0..len-1."""
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
             bad = int(index[(index < 0) | (index >= len(self))][0])
             raise IsaError(f"index {bad} is out of range for {self.name} (0..{len(self) - 1})")
@@ -159,7 +160,7 @@ class ArrayData(GroundTruthData):
         self, indices: Tensor | Sequence[int], device: torch.device | str | None = None
     ) -> Tensor:
         index = torch.as_tensor(indices, dtype=torch.int64)
-        self._check_indices(index)
+        self.check_indices(index)
         batch = self._images[index].to(device or "cpu", non_blocking=True)
         batch = batch.permute(0, 3, 1, 2).float()
         return batch if self.binary else batch.div_(255.0)

@@ -49,7 +49,7 @@ class PackedBinaryData(GroundTruthData):
         self, indices: Tensor | Sequence[int], device: torch.device | str | None = None
     ) -> Tensor:
         index = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-        self._check_indices(index)
+        self.check_indices(index)
         _, height, width = self.image_shape
         flat = unpack_bits(self._packed[index], height * width, device)
         return flat.reshape(len(index), 1, height, width)

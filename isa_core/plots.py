@@ -169,6 +169,7 @@ def latent_vs_true(
         )
         fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.03)
         axes[r, 0].set_ylabel(labels[r], fontsize=8)
+        axes[r, 0].set_xlabel("x →, y ↓", fontsize=7)
         axes[r, 0].set_xticks([])
         axes[r, 0].set_yticks([])
         for panel, factor in ((1, "scale"), (2, "orientation")):

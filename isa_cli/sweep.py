@@ -1,0 +1,177 @@
+"""`isa sweep run|status|collect`: a grid of runs from a TOML spec, on this machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from isa_cli.app import app
+from isa_core import io
+from isa_core.errors import IsaError
+from isa_core.sweeps import Run, SweepSpec, load_spec, run_state
+
+sweep_app = typer.Typer(help="Sweeps: grids of train -> encode -> mig runs.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+
+
+def _isa() -> str:
+    """This interpreter's `isa` script, so runs use the same installation."""
+    candidate = Path(sysconfig.get_path("scripts")) / "isa"
+    return str(candidate) if candidate.exists() else (shutil.which("isa") or "isa")
+
+
+def _select(runs: list[Run], only: list[str]) -> list[Run]:
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise IsaError(f"--only {item!r}: write KEY=VALUE, e.g. method=isa-vae")
+        key = key.replace("-", "_")
+        runs = [r for r in runs if key in r.grid and str(r.grid[key]) == value]
+    return runs
+
+
+def _execute(run: Run, folder: Path, spec: SweepSpec) -> dict:
+    """train (or resume) -> encode -> mig for one run; failures land in error.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "log.txt"
+    resume = (folder / "model.safetensors").exists() and (
+        folder / "train_state.safetensors"
+    ).exists()
+    train = [_isa(), *run.train_args(folder), "-q"]
+    train.append("--resume" if resume else "--force")
+    if resume:  # a resumed run keeps its stored config; only the length may be extended
+        train = [_isa(), "train", "-o", str(folder), "--resume", "-q"]
+    eval_args = []
+    for name, value in spec.eval.items():
+        eval_args += [f"--{name.replace('_', '-')}", str(value)]
+    stages = [
+        train,
+        [
+            _isa(),
+            "encode",
+            str(folder / "model.safetensors"),
+            "-o",
+            str(folder / "codes.safetensors"),
+            "-q",
+        ],
+        [_isa(), "mig", str(folder / "codes.safetensors"), "-q", *eval_args],
+    ]
+    start = time.perf_counter()
+    (folder / "error.txt").unlink(missing_ok=True)
+    with log.open("a") as handle:
+        for command in stages:
+            handle.write("$ " + " ".join(command) + "\n")
+            handle.flush()
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            handle.write(done.stderr)
+            if done.returncode != 0:
+                lines = [line for line in done.stderr.splitlines() if line.strip()]
+                message = lines[-1] if lines else f"exit status {done.returncode}"
+                (folder / "error.txt").write_text(message + "\n")
+                return {"id": run.id, "state": "failed", "error": message}
+            last_stdout = done.stdout
+    result = json.loads(last_stdout.strip().splitlines()[-1])
+    result.update(id=run.id, method=run.method, grid=run.grid, seconds=time.perf_counter() - start)
+    with io.atomic_write(folder / "result.json") as handle:
+        handle.write(json.dumps(result).encode())
+    return {"id": run.id, "state": "done", "mig": result["mig"], "logpx": result.get("logpx")}
+
+
+@sweep_app.command("run")
+def run_command(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Sweep folder.")] = Path("sweeps"),
+    jobs: Annotated[int, typer.Option(min=1, help="Runs at a time on this machine.")] = 1,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the runs (JSON lines); start nothing.")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Keep runs whose grid has KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Run every run of SPEC (skip finished, resume interrupted, record failures)."""
+    sweep = load_spec(spec)
+    runs = _select(sweep.runs(), only or [])
+    if dry_run:
+        for run in runs:
+            typer.echo(json.dumps({"id": run.id, "method": run.method, "flags": run.flags}))
+        return
+    folder = out / sweep.name
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    manifest = [
+        {"id": r.id, "method": r.method, "grid": r.grid, "flags": r.flags} for r in sweep.runs()
+    ]
+    with io.atomic_write(folder / "sweep.json") as handle:
+        handle.write(json.dumps({"name": sweep.name, "runs": manifest}).encode())
+    todo = [r for r in runs if run_state(folder / "runs" / r.id)["state"] != "done"]
+    for run in runs:
+        if run not in todo:
+            typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
+    with ThreadPoolExecutor(jobs) as pool:
+        for record in pool.map(lambda r: _execute(r, folder / "runs" / r.id, sweep), todo):
+            typer.echo(json.dumps(record))
+            sys.stdout.flush()
+
+
+def _manifest(folder: Path) -> list[dict]:
+    path = folder / "sweep.json"
+    if not path.exists():
+        raise IsaError(f"{folder} is not a sweep folder (no sweep.json); run `isa sweep run` first")
+    return json.loads(path.read_text())["runs"]
+
+
+@sweep_app.command("status")
+def status_command(
+    folder: Annotated[Path, typer.Argument(help="Sweep folder (OUT/NAME).", show_default=False)],
+) -> None:
+    """One JSON line per run: id, state (pending/running/done/failed), step, last loss, error."""
+    for entry in _manifest(folder):
+        typer.echo(json.dumps({"id": entry["id"], **run_state(folder / "runs" / entry["id"])}))
+
+
+@sweep_app.command("collect")
+def collect_command(
+    folder: Annotated[Path, typer.Argument(help="Sweep folder (OUT/NAME).", show_default=False)],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="JSONL file. [default: stdout]")
+    ] = None,
+) -> None:
+    """One JSON line per finished run: grid values, config, MIG, per-factor gaps, logpx, paths."""
+    rows = []
+    for entry in _manifest(folder):
+        run_dir = folder / "runs" / entry["id"]
+        if run_state(run_dir)["state"] != "done":
+            continue
+        result = json.loads((run_dir / "result.json").read_text())
+        model_meta = io.load_bundle(run_dir / "model.safetensors").metadata
+        metrics = [
+            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+        rows.append(
+            {
+                "id": entry["id"],
+                "method": entry["method"],
+                **entry["grid"],
+                "config": model_meta["config"],
+                "mig": result["mig"],
+                "logpx": result.get("logpx"),
+                "gaps": {f["name"]: f["gap"] for f in result["factors"]},
+                "exponents": metrics[-1].get("exponents") if metrics else None,
+                "seconds": result.get("seconds"),
+                "images_per_s": metrics[-1].get("images_per_s") if metrics else None,
+                "model": str((run_dir / "model.safetensors").resolve()),
+                "codes": str((run_dir / "codes.safetensors").resolve()),
+            }
+        )
+    io.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows), out, typer.get_binary_stream("stdout")
+    )

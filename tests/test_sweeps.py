@@ -1,0 +1,158 @@
+"""Sweep specs and `isa sweep run|status|collect` on dsprites-mini."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from isa_core.errors import IsaError
+from isa_core.sweeps import load_spec
+from tests.conftest import isa_executable, run_isa
+
+SPEC = """
+[sweep]
+name = "tiny"
+data = "dsprites-mini"
+
+[base]
+steps = {steps}
+batch_size = 32
+log_every = 1
+checkpoint_every = 2
+
+[methods.bvae]
+prior = "normal"
+
+[methods.isa]
+prior = "isa"
+layout = "2x2"
+p1 = "2.2"
+
+[grid]
+method = {methods}
+seed = [0, 1]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def test_expansion_ids_and_flags(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, SPEC.format(steps=4, methods='["bvae", "isa"]')))
+    runs = spec.runs()
+    assert [r.id for r in runs] == ["bvae_seed0", "bvae_seed1", "isa_seed0", "isa_seed1"]
+    assert runs[2].flags == {
+        "steps": 4,
+        "batch_size": 32,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "data": "dsprites-mini",
+        "prior": "isa",
+        "layout": "2x2",
+        "p1": "2.2",
+        "seed": 0,
+    }
+    assert [r.id for r in load_spec(tmp_path / "spec.toml").runs()] == [r.id for r in runs]
+    args = runs[2].train_args(Path("out"))
+    assert args[:3] == ["train", "-o", "out"] and "--batch-size" in args
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[grid]\n", "[grid] is empty"),
+        ("[grid]\nseed = []\n", "non-empty list"),
+        ("[grid]\nseed = [1, 1]\n", "lists a value twice"),
+        ("[grid]\nwarp = [1]\n", "not a flag of `isa train`"),
+        ("[base]\nwarp = 1\n[grid]\nseed = [0]\n", "not a flag of `isa train`"),
+        ("[extra]\nx = 1\n[grid]\nseed = [0]\n", "unknown section"),
+        ("[grid]\nmethod = ['nope']\n", "has no [methods.nope]"),
+        ("[methods.a]\nbeta = 1\n[methods.a]\nbeta = 2\n[grid]\nseed = [0]\n", "not valid TOML"),
+        ("[eval]\nwarp = 1\n[grid]\nseed = [0]\n", "not a flag of `isa mig`"),
+    ],
+)
+def test_bad_specs(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(IsaError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_spec(write(tmp_path, text))
+    result = run_isa(["sweep", "run", str(tmp_path / "spec.toml"), "--dry-run"])
+    assert result.returncode == 2 and result.stderr.decode().startswith("isa sweep run: error:")
+
+
+def test_dry_run_prints_one_line_per_run(tmp_path: Path) -> None:
+    spec = write(tmp_path, SPEC.format(steps=4, methods='["bvae", "isa"]'))
+    result = run_isa(["sweep", "run", str(spec), "--dry-run", "--only", "method=isa"])
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [line["id"] for line in lines] == ["isa_seed0", "isa_seed1"]
+
+
+def test_run_skip_resume_status_collect(tmp_path: Path) -> None:
+    spec_path = write(tmp_path, SPEC.format(steps=40, methods='["isa"]'))
+    spec = load_spec(spec_path)
+    out = tmp_path / "sweeps"
+    # interrupt run isa_seed1 by hand, as a killed job would leave it
+    folder = out / "tiny" / "runs" / "isa_seed1"
+    folder.parent.mkdir(parents=True)
+    run = spec.runs()[1]
+    process = subprocess.Popen(
+        [isa_executable(), *run.train_args(folder), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = folder / "metrics.jsonl"
+        if metrics.exists() and metrics.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    result = run_isa(["sweep", "run", str(spec_path), "-o", str(out)])
+    assert result.returncode == 0, result.stderr.decode()
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert {r["id"]: r["state"] for r in records} == {"isa_seed0": "done", "isa_seed1": "done"}
+    assert "--resume" in (folder / "log.txt").read_text()
+    again = run_isa(["sweep", "run", str(spec_path), "-o", str(out)])
+    assert all(json.loads(line).get("skipped") for line in again.stdout.decode().splitlines())
+    status = [
+        json.loads(line)
+        for line in run_isa(["sweep", "status", str(out / "tiny")]).stdout.decode().splitlines()
+    ]
+    assert [(s["id"], s["state"], s["step"]) for s in status] == [
+        ("isa_seed0", "done", 40),
+        ("isa_seed1", "done", 40),
+    ]
+    rows = [
+        json.loads(line)
+        for line in run_isa(["sweep", "collect", str(out / "tiny")]).stdout.decode().splitlines()
+    ]
+    assert len(rows) == 2 and rows[0]["method"] == "isa" and rows[0]["seed"] == 0
+    for key in ("config", "mig", "logpx", "gaps", "exponents", "seconds", "model", "codes"):
+        assert key in rows[1]
+    assert rows[1]["config"]["steps"] == 40 and 0 <= rows[1]["mig"] <= 1
+
+
+def test_failed_run_is_recorded_and_others_continue(tmp_path: Path) -> None:
+    text = SPEC.format(steps=2, methods='["bvae", "isa"]').replace(
+        'layout = "2x2"', 'layout = "3x3"\nlatent_dim = 4'
+    )
+    spec_path = write(tmp_path, text)
+    out = tmp_path / "sweeps"
+    result = run_isa(["sweep", "run", str(spec_path), "-o", str(out), "--only", "seed=0"])
+    assert result.returncode == 0, result.stderr.decode()
+    states = {
+        json.loads(line)["id"]: json.loads(line) for line in result.stdout.decode().splitlines()
+    }
+    assert states["bvae_seed0"]["state"] == "done"
+    assert states["isa_seed0"]["state"] == "failed"
+    assert "--latent-dim 4 disagrees" in states["isa_seed0"]["error"]
+    status = run_isa(["sweep", "status", str(out / "tiny")]).stdout.decode()
+    assert '"state": "failed"' in status

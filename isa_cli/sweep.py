@@ -175,3 +175,42 @@ def collect_command(
     io.write_text(
         "".join(json.dumps(r) + "\n" for r in rows), out, typer.get_binary_stream("stdout")
     )
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a results JSONL file (`isa sweep collect`)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise IsaError(
+            f"{path}: no such results file; write one with `isa sweep collect`"
+        ) from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise IsaError(f"{path}:{number} is not a JSON line") from None
+    if not rows:
+        raise IsaError(f"{path} holds no results")
+    return rows
+
+
+@app.command("select")
+def select_command(
+    results: Annotated[
+        Path, typer.Argument(help="Results JSONL (isa sweep collect).", show_default=False)
+    ],
+    by: Annotated[str, typer.Option(help="Group runs by these keys.")] = "method,beta",
+    quantile: Annotated[
+        float, typer.Option(help="Keep runs with MIG at or above this quantile.")
+    ] = 0.5,
+) -> None:
+    """The representative model per group (appendix A.5): one JSON line per group."""
+    from isa_core.sweeps import select_representatives
+
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    for row in select_representatives(read_results(results), keys, quantile):
+        typer.echo(json.dumps(row))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import tomllib
 
 from isa_core.errors import IsaError
 
-__all__ = ["Run", "SweepSpec", "load_spec", "run_state"]
+__all__ = ["Run", "SweepSpec", "load_spec", "run_state", "select_representatives"]
 
 TRAIN_FLAGS = {
     "data",
@@ -194,3 +195,61 @@ def run_state(folder: Path) -> dict[str, Any]:
     if (folder / "result.json").exists():
         state["state"] = "done"
     return state
+
+
+def select_representatives(
+    rows: list[dict[str, Any]], by: list[str], quantile: float = 0.5
+) -> list[dict[str, Any]]:
+    """The paper's representative model per group (appendix A.5).
+
+    Within each group (rows sharing the ``by`` values), keep the runs whose MIG is at least the
+    group's ``quantile``-quantile of MIG (the upper part), take the mean and the variance of MIG
+    and of logpx over those runs, and choose the kept run with the smallest Mahalanobis
+    distance to that mean under the diagonal covariance (a variance of zero counts as one, so
+    a group of identical or single runs picks its first run at distance 0).
+    """
+    if not 0 <= quantile < 1:
+        raise IsaError(f"--quantile must lie in [0, 1), got {quantile}")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        missing = [key for key in (*by, "mig", "logpx") if row.get(key) is None]
+        if missing:
+            raise IsaError(f"run {row.get('id', '?')} has no {', '.join(missing)}")
+        groups.setdefault(tuple(row[key] for key in by), []).append(row)
+    chosen = []
+    for key, members in groups.items():
+        migs = sorted(r["mig"] for r in members)
+        threshold = _quantile(migs, quantile)
+        kept = [r for r in members if r["mig"] >= threshold]
+        points = [(r["mig"], r["logpx"]) for r in kept]
+        means = [sum(p[d] for p in points) / len(points) for d in (0, 1)]
+        variances = [sum((p[d] - means[d]) ** 2 for p in points) / len(points) for d in (0, 1)]
+        variances = [v if v > 0 else 1.0 for v in variances]
+        distances = [
+            math.sqrt(sum((p[d] - means[d]) ** 2 / variances[d] for d in (0, 1))) for p in points
+        ]
+        best = min(range(len(kept)), key=lambda i: distances[i])
+        chosen.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                "id": kept[best].get("id"),
+                "distance": distances[best],
+                "mig": kept[best]["mig"],
+                "logpx": kept[best]["logpx"],
+                "kept": len(kept),
+                "runs": len(members),
+                "mean_mig": means[0],
+                "mean_logpx": means[1],
+                "model": kept[best].get("model"),
+                "codes": kept[best].get("codes"),
+            }
+        )
+    return chosen
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of sorted values."""
+    position = q * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)

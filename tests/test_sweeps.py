@@ -156,3 +156,29 @@ def test_failed_run_is_recorded_and_others_continue(tmp_path: Path) -> None:
     assert "--latent-dim 4 disagrees" in states["isa_seed0"]["error"]
     status = run_isa(["sweep", "status", str(out / "tiny")]).stdout.decode()
     assert '"state": "failed"' in status
+
+
+def test_select_picks_the_hand_computed_representative(tmp_path: Path) -> None:
+    from isa_core.sweeps import select_representatives
+
+    rows = [
+        {"id": "a1", "method": "a", "beta": 1, "mig": 0.1, "logpx": -20.0},
+        {"id": "a2", "method": "a", "beta": 1, "mig": 0.3, "logpx": -25.0},
+        {"id": "a3", "method": "a", "beta": 1, "mig": 0.5, "logpx": -22.0},
+        {"id": "a4", "method": "a", "beta": 1, "mig": 0.4, "logpx": -30.0},
+        {"id": "b1", "method": "b", "beta": 1, "mig": 0.2, "logpx": -21.0},
+    ]
+    # quantile 0.25 keeps a2, a3, a4: mean (0.4, -25.667), variances (0.00667, 10.889);
+    # squared distances a2 1.541, a3 2.735, a4 1.724 -> a2
+    chosen = {c["method"]: c for c in select_representatives(rows, ["method", "beta"], 0.25)}
+    assert chosen["a"]["id"] == "a2" and chosen["a"]["kept"] == 3
+    assert chosen["a"]["distance"] == pytest.approx(
+        (0.01 / (0.02 / 3) + (2 / 3) ** 2 / (98 / 9)) ** 0.5
+    )
+    assert chosen["b"]["id"] == "b1" and chosen["b"]["distance"] == 0
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_isa(["select", str(path), "--quantile", "0.25"])
+    assert [json.loads(line)["id"] for line in result.stdout.decode().splitlines()] == ["a2", "b1"]
+    bad = run_isa(["select", str(path), "--quantile", "1.5"])
+    assert bad.returncode == 2 and b"--quantile" in bad.stderr

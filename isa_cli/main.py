@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from isa_cli import data, evaluate, prior, sweep, toy, train  # noqa: F401  (registers the commands)
+from isa_cli import data, evaluate, plot, prior, sweep, toy, train  # noqa: F401  (registers the commands)
 from isa_cli.app import app
 from isa_core.errors import IsaError
 

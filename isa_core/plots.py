@@ -243,3 +243,128 @@ def fa_curves(
             sub.legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for row in rows:
+        out.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    return out
+
+
+def mig_logpx_scatter(rows: list[dict]) -> Figure:
+    """MIG against log p(x|z) per method and β, mean ± standard error (Figs. 5b, 5c, 6)."""
+    fig = Figure(figsize=(6.4, 4.6), dpi=110)
+    ax = fig.add_subplot()
+    methods = sorted({str(r.get("method")) for r in rows})
+    markers = "osD^v<>ph*"
+    for m, method in enumerate(methods):
+        points = []
+        for (beta,), members in sorted(
+            _groups([r for r in rows if str(r.get("method")) == method], ("beta",)).items(),
+            key=lambda item: (item[0][0] is None, item[0][0]),
+        ):
+            mig = np.array([r["mig"] for r in members])
+            logpx = np.array([r["logpx"] for r in members])
+            se = lambda v: v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0  # noqa: E731
+            points.append((logpx.mean(), mig.mean(), se(logpx), se(mig), beta))
+        xs, ys, xe, ye, betas = zip(*points, strict=True)
+        ax.errorbar(
+            xs,
+            ys,
+            xerr=xe,
+            yerr=ye,
+            marker=markers[m % len(markers)],
+            capsize=3,
+            label=method,
+            lw=1,
+        )
+        for x, y, beta in zip(xs, ys, betas, strict=True):
+            ax.annotate(
+                f"β={beta:g}" if beta is not None else "",
+                (x, y),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("log p(x|z), nats per image (better →)")
+    ax.set_ylabel("MIG (better ↑)")
+    ax.legend(fontsize=8)
+    ax.set_title("disentanglement against reconstruction, mean ± standard error", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mig_distribution(rows: list[dict], beta: float | None = None) -> Figure:
+    """Distribution of MIG per method, box plot with the runs on top (Fig. 5a)."""
+    chosen = [r for r in rows if beta is None or r.get("beta") == beta]
+    methods = sorted({str(r.get("method")) for r in chosen})
+    values = [np.array([r["mig"] for r in chosen if str(r.get("method")) == m]) for m in methods]
+    fig = Figure(figsize=(1.8 * len(methods) + 2.0, 4.2), dpi=110)
+    ax = fig.add_subplot()
+    ax.boxplot(values, showmeans=True)
+    ax.set_xticks(range(1, len(methods) + 1), methods)
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(values, start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="tab:red")
+        ax.text(
+            i,
+            ax.get_ylim()[1],
+            f"mean {v.mean():.3f}\nmedian {np.median(v):.3f}\nmax {v.max():.3f}",
+            ha="center",
+            va="top",
+            fontsize=7,
+        )
+    ax.set_ylabel("MIG")
+    ax.set_title(
+        f"MIG per method{'' if beta is None else f', β = {beta:g}'} ({len(chosen)} runs)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def exponent_histograms(rows: list[dict], bins: int = 20) -> Figure:
+    """Histograms of learned subspace exponents, sorted per model so p_1 < p_2 < ... (Fig. 7)."""
+    learned = [
+        r["exponents"]
+        for r in rows
+        if r.get("exponents") and (r.get("config") or {}).get("learn_exponents")
+    ]
+    if not learned:
+        raise ValueError("no run in the results learned its exponents")
+    p0 = learned[0][0]
+    sorted_sub = np.sort(np.array([e[1:] for e in learned]), axis=1)  # (runs, subspaces)
+    count = sorted_sub.shape[1]
+    fig = Figure(figsize=(3.0 * count + 0.5, 3.2), dpi=110)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    for i, ax in enumerate(axes):
+        ax.hist(sorted_sub[:, i], bins=bins, color="tab:blue", alpha=0.8)
+        ax.axvline(p0, color="tab:red", ls="--", lw=1.2, label=f"p0 = {p0:g}")
+        ax.set_xlabel(f"p_{i + 1}")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("models")
+    fig.suptitle(
+        f"learned subspace exponents of {len(learned)} models (sorted per model)", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def prior_contour_grid(priors: list[LpNested], extent: float = 3.0) -> Figure:
+    """Iso-density contours of several 2-D L^p-nested priors side by side (Figs. 2, 3)."""
+    fig = Figure(figsize=(2.8 * len(priors) + 0.4, 3.0), dpi=110)
+    axes = fig.subplots(1, len(priors), squeeze=False)[0]
+    axis = np.linspace(-extent, extent, 241)
+    gx, gy = np.meshgrid(axis, axis)
+    grid = torch.from_numpy(np.stack([gx, gy], -1))
+    for ax, prior in zip(axes, priors, strict=True):
+        if prior.tree.n != 2:
+            raise ValueError(f"contour grids need 2-D priors, got {prior.tree}")
+        ax.contour(gx, gy, prior.log_prob(grid).numpy(), levels=10, cmap="viridis", linewidths=1)
+        ax.set_aspect("equal")
+        ax.set_title(str(prior.tree), fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("iso-contours of the log-density", fontsize=9)
+    fig.tight_layout()
+    return fig

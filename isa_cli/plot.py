@@ -1,0 +1,83 @@
+"""`isa plot scatter|mig-dist|exponents|prior-contours`: the paper's summary figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from isa_cli.app import app
+from isa_cli.options import build_prior
+from isa_cli.sweep import read_results
+from isa_core import io
+from isa_core.errors import IsaError
+
+plot_app = typer.Typer(
+    help="Figures from a results file (isa sweep collect).", no_args_is_help=True
+)
+app.add_typer(plot_app, name="plot")
+
+Results = Annotated[
+    Path, typer.Argument(help="Results JSONL (isa sweep collect).", show_default=False)
+]
+Out = Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")]
+
+
+def _save(figure, out: Path) -> None:
+    io.save_figure(figure, out)
+    typer.echo(str(out.resolve()))
+
+
+@plot_app.command("scatter")
+def scatter(results: Results, out: Out) -> None:
+    """MIG against log p(x|z), per method and β, mean ± standard error (Figs. 5b, 5c, 6)."""
+    from isa_core.plots import mig_logpx_scatter
+
+    _save(mig_logpx_scatter(read_results(results)), out)
+
+
+@plot_app.command("mig-dist")
+def mig_dist(
+    results: Results,
+    out: Out,
+    beta: Annotated[float | None, typer.Option(help="Only runs with this β.")] = None,
+) -> None:
+    """Distribution of MIG per method, with mean, median and max (Fig. 5a)."""
+    from isa_core.plots import mig_distribution
+
+    rows = read_results(results)
+    if beta is not None and not any(r.get("beta") == beta for r in rows):
+        raise IsaError(f"no run in {results} has beta = {beta:g}")
+    _save(mig_distribution(rows, beta), out)
+
+
+@plot_app.command("exponents")
+def exponents(results: Results, out: Out) -> None:
+    """Histograms of learned subspace exponents, sorted per model (Fig. 7)."""
+    from isa_core.plots import exponent_histograms
+
+    try:
+        figure = exponent_histograms(read_results(results))
+    except ValueError as error:
+        raise IsaError(f"{results}: {error}; train with --learn-exponents") from None
+    _save(figure, out)
+
+
+@plot_app.command("prior-contours")
+def prior_contours(
+    out: Out,
+    tree: Annotated[
+        list[str] | None, typer.Option(help="A 2-D tree per panel, e.g. '1(2)' (repeatable).")
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Scale s of every panel.")] = 2.0,
+) -> None:
+    """Iso-density contours of 2-D priors, one panel per tree (Figs. 2, 3)."""
+    from isa_core.plots import prior_contour_grid
+
+    specs = tree or ["0.5(2)", "1(2)", "2(2)", "4(2)", "9(2)"]
+    priors = [build_prior(None, None, None, scale, spec) for spec in specs]
+    for prior in priors:
+        if prior.tree.n != 2:
+            raise IsaError(f"--tree {prior.tree} has n = {prior.tree.n}; panels need 2-D priors")
+    _save(prior_contour_grid(priors), out)

@@ -305,11 +305,13 @@ def mig_distribution(rows: list[dict], beta: float | None = None) -> Figure:
     ax.boxplot(values, showmeans=True)
     ax.set_xticks(range(1, len(methods) + 1), methods)
     rng = np.random.default_rng(0)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.3 * (high - low))  # room for the summary text above the boxes
     for i, v in enumerate(values, start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=12, alpha=0.6, color="tab:red")
         ax.text(
             i,
-            ax.get_ylim()[1],
+            high + 0.27 * (high - low),
             f"mean {v.mean():.3f}\nmedian {np.median(v):.3f}\nmax {v.max():.3f}",
             ha="center",
             va="top",

@@ -27,6 +27,25 @@ demo:
     isa prior-sample --tree '4(2)' -n 2000 --seed 1 | isa prior-plot - --tree '4(2)' -o {{out}}/prior-platykurtic.png
     isa data preview dsprites -o {{out}}/dsprites.png
 
+# Run (or resume) a sweep spec on this machine: `just sweep pipelines/mini.toml 2`.
+sweep spec jobs="1":
+    isa sweep run {{spec}} -o sweeps --jobs {{jobs}}
+
+# The CPU-sized experiment end to end: sweep, collect, representatives, figures (sweeps/mini/).
+mini:
+    isa sweep run pipelines/mini.toml -o sweeps
+    isa sweep collect sweeps/mini -o sweeps/mini/results.jsonl
+    isa select sweeps/mini/results.jsonl | tee sweeps/mini/representatives.jsonl
+    isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
+    isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
+
+# The appendix-B factor-analysis figures (figures/).
+toy-figs:
+    mkdir -p figures
+    isa toy-fa --beta 1 --beta 2 --beta 4 -o figures/toy-fa-rotation.png > figures/toy-fa-rotation.jsonl
+    isa toy-fa --experiment prune --beta 1 --beta 2 -o figures/toy-fa-prune.png > figures/toy-fa-prune.jsonl
+    isa plot prior-contours -o figures/prior-contours.png
+
 # Run the tests (slow ones excluded; `just test-all` includes them). Extra args go to pytest.
 test *args:
     {{python}} -m pytest -m "not slow" {{args}}

@@ -182,3 +182,9 @@ def test_select_picks_the_hand_computed_representative(tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in result.stdout.decode().splitlines()] == ["a2", "b1"]
     bad = run_isa(["select", str(path), "--quantile", "1.5"])
     assert bad.returncode == 2 and b"--quantile" in bad.stderr
+
+
+@pytest.mark.parametrize("spec", sorted(Path(__file__).parent.parent.glob("pipelines/*.toml")))
+def test_the_paper_pipelines_parse(spec: Path) -> None:
+    runs = load_spec(spec).runs()
+    assert runs and len({r.id for r in runs}) == len(runs)

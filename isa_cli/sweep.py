@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import time
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -86,16 +87,91 @@ def _execute(run: Run, folder: Path, spec: SweepSpec) -> dict:
     return {"id": run.id, "state": "done", "mig": result["mig"], "logpx": result.get("logpx")}
 
 
+class Executor(str, Enum):
+    local = "local"
+    slurm = "slurm"
+    submitit_local = "submitit-local"
+
+
+def slurm_parameters(
+    partition: str | None,
+    time_min: int,
+    gpus_per_task: int | None,
+    cpus_per_task: int | None,
+    mem: str | None,
+    array_parallelism: int,
+    account: str | None,
+    extra: list[str],
+) -> dict:
+    """submitit SlurmExecutor parameters from the --slurm-* flags."""
+    additional = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise IsaError(f"--slurm-extra {item!r}: write KEY=VALUE, e.g. constraint=a100")
+        additional[key.strip().replace("-", "_")] = value
+    params: dict = {"time": time_min, "array_parallelism": array_parallelism}
+    optional = (
+        ("partition", partition),
+        ("gpus_per_task", gpus_per_task),
+        ("cpus_per_task", cpus_per_task),
+        ("mem", mem),
+        ("account", account),
+    )
+    params.update({key: value for key, value in optional if value is not None})
+    if additional:
+        params["additional_parameters"] = additional
+    return params
+
+
+def _submit(kind: Executor, folder: Path, todo: list[Run], sweep: SweepSpec, params: dict):
+    """Submit the runs as one job array through submitit; append to OUT/NAME/jobs.jsonl."""
+    import submitit
+
+    log_folder = folder / "submitit" / "%j"
+    if kind == Executor.slurm:
+        if shutil.which("srun") is None:
+            raise IsaError("no Slurm here (srun not found); use --executor local or submitit-local")
+        executor = submitit.SlurmExecutor(folder=log_folder)
+        executor.update_parameters(job_name=f"isa-{sweep.name}", **params)
+    else:
+        executor = submitit.LocalExecutor(folder=log_folder)
+        executor.update_parameters(timeout_min=params["time"])
+    folders = [folder / "runs" / r.id for r in todo]
+    jobs = executor.map_array(_execute, todo, folders, [sweep] * len(todo))
+    with (folder / "jobs.jsonl").open("a") as handle:
+        for run, job in zip(todo, jobs, strict=True):
+            handle.write(json.dumps({"id": run.id, "job_id": str(job.job_id)}) + "\n")
+    return jobs
+
+
 @sweep_app.command("run")
 def run_command(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="Sweep folder.")] = Path("sweeps"),
-    jobs: Annotated[int, typer.Option(min=1, help="Runs at a time on this machine.")] = 1,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            help="local (this machine), slurm (a job array through submitit), or "
+            "submitit-local (the submitit path on this machine, to test a sweep)."
+        ),
+    ] = Executor.local,
+    jobs: Annotated[int, typer.Option(min=1, help="local: runs at a time on this machine.")] = 1,
     dry_run: Annotated[
         bool, typer.Option(help="Print the runs (JSON lines); start nothing.")
     ] = False,
     only: Annotated[
         list[str] | None, typer.Option(help="Keep runs whose grid has KEY=VALUE (repeatable).")
+    ] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    slurm_time: Annotated[int, typer.Option(help="Time limit per run, minutes.")] = 240,
+    slurm_gpus_per_task: Annotated[int | None, typer.Option(help="GPUs per run.")] = None,
+    slurm_cpus_per_task: Annotated[int | None, typer.Option(help="CPUs per run.")] = None,
+    slurm_mem: Annotated[str | None, typer.Option(help="Memory per run, e.g. 32G.")] = None,
+    slurm_array_parallelism: Annotated[int, typer.Option(help="Runs at once.")] = 64,
+    slurm_account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    slurm_extra: Annotated[
+        list[str] | None, typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).")
     ] = None,
 ) -> None:
     """Run every run of SPEC (skip finished, resume interrupted, record failures)."""
@@ -116,6 +192,27 @@ def run_command(
     for run in runs:
         if run not in todo:
             typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
+    if executor != Executor.local:
+        params = slurm_parameters(
+            slurm_partition,
+            slurm_time,
+            slurm_gpus_per_task,
+            slurm_cpus_per_task,
+            slurm_mem,
+            slurm_array_parallelism,
+            slurm_account,
+            slurm_extra or [],
+        )
+        if not todo:
+            return
+        submitted = _submit(executor, folder, todo, sweep, params)
+        if executor == Executor.slurm:
+            for run, job in zip(todo, submitted, strict=True):
+                typer.echo(json.dumps({"id": run.id, "state": "submitted", "job_id": job.job_id}))
+            return
+        for job in submitted:
+            typer.echo(json.dumps(job.result()))
+        return
     with ThreadPoolExecutor(jobs) as pool:
         for record in pool.map(lambda r: _execute(r, folder / "runs" / r.id, sweep), todo):
             typer.echo(json.dumps(record))

@@ -188,3 +188,50 @@ def test_select_picks_the_hand_computed_representative(tmp_path: Path) -> None:
 def test_the_paper_pipelines_parse(spec: Path) -> None:
     runs = load_spec(spec).runs()
     assert runs and len({r.id for r in runs}) == len(runs)
+
+
+def test_slurm_submission_script_for_a_sample_configuration(tmp_path: Path) -> None:
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from isa_cli.sweep import slurm_parameters
+
+    params = slurm_parameters("gpu", 180, 1, 8, "32G", 4, "lab", ["constraint=a100"])
+    script = _make_sbatch_string(command="echo run", folder=tmp_path, map_count=12, **params)
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=180",
+        "#SBATCH --gpus-per-task=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "#SBATCH --account=lab",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --array=0-11%4",
+    ):
+        assert line in script, script
+    with pytest.raises(IsaError, match="KEY=VALUE"):
+        slurm_parameters(None, 10, None, None, None, 1, None, ["nonsense"])
+
+
+def test_submitit_local_executor_runs_the_sweep(tmp_path: Path) -> None:
+    spec_path = write(tmp_path, SPEC.format(steps=2, methods='["bvae"]'))
+    out = tmp_path / "sweeps"
+    result = run_isa(
+        [
+            "sweep",
+            "run",
+            str(spec_path),
+            "-o",
+            str(out),
+            "--executor",
+            "submitit-local",
+            "--only",
+            "seed=0",
+        ]
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    record = json.loads(result.stdout.decode().splitlines()[-1])
+    assert record["id"] == "bvae_seed0" and record["state"] == "done"
+    jobs = [json.loads(line) for line in (out / "tiny" / "jobs.jsonl").read_text().splitlines()]
+    assert jobs[0]["id"] == "bvae_seed0" and jobs[0]["job_id"]
+    slurm = run_isa(["sweep", "run", str(spec_path), "-o", str(out), "--executor", "slurm"])
+    assert slurm.returncode == 2 and b"srun not found" in slurm.stderr

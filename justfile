@@ -12,8 +12,8 @@ out := "demo-out"
 default:
     @just --list
 
-# The demo, a few minutes on a CPU: train a small ISA-TCVAE on the built-in dsprites-mini,
-# encode it, score MIG and log p(x|z), and draw the appendix A.5 figures into demo-out/.
+# (A few minutes on a CPU; everything lands in demo-out/.)
+# The demo: train a small ISA-TCVAE on dsprites-mini, encode, score MIG and logpx, draw A.5 figures.
 demo:
     mkdir -p {{out}}
     isa train --data dsprites-mini --prior isa --layout 5x4 --p0 2.1 --p1 2.2 \
@@ -38,6 +38,33 @@ mini:
     isa select sweeps/mini/results.jsonl | tee sweeps/mini/representatives.jsonl
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
     isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
+
+# With executor=slurm the sweep is submitted; rerun the recipe once `isa sweep status` shows
+# every run done (finished runs are skipped) to collect and draw.
+# A paper figure from pipelines/NAME.toml: sweep, collect, representatives, figures in sweeps/NAME/.
+figure name executor="local" jobs="1":
+    isa sweep run pipelines/{{name}}.toml -o sweeps --executor {{executor}} --jobs {{jobs}}
+    isa sweep collect sweeps/{{name}} -o sweeps/{{name}}/results.jsonl
+    isa select sweeps/{{name}}/results.jsonl > sweeps/{{name}}/representatives.jsonl
+    isa plot scatter sweeps/{{name}}/results.jsonl -o sweeps/{{name}}/scatter.png
+    isa plot mig-dist sweeps/{{name}}/results.jsonl -o sweeps/{{name}}/mig-dist.png
+
+# Fig. 5a: beta-VAE vs ISA-VAE at beta = 1 on dSprites.
+fig5a executor="local": (figure "fig5a-beta1" executor)
+
+# Fig. 5b: the dSprites comparison of Table 1 (FactorVAE in its own sweep).
+fig5b executor="local": (figure "fig5b-dsprites" executor) (figure "fig5b-factorvae" executor)
+
+# Fig. 5c: 3D Faces with learned exponents (needs the renders file named in the spec).
+fig5c executor="local": (figure "fig5c-faces" executor)
+    isa plot exponents sweeps/fig5c-faces/results.jsonl -o sweeps/fig5c-faces/exponents.png
+
+# Fig. 6: Cars3D (needs the folder of car_*.mat files named in the spec).
+fig6 executor="local": (figure "fig6-cars3d" executor)
+
+# Fig. 7: histograms of learned exponents (3D Faces).
+fig7 executor="local": (figure "fig7-exponents" executor)
+    isa plot exponents sweeps/fig7-exponents/results.jsonl -o sweeps/fig7-exponents/exponents.png
 
 # The appendix-B factor-analysis figures (figures/).
 toy-figs:

@@ -40,7 +40,7 @@ def _select(runs: list[Run], only: list[str]) -> list[Run]:
     return runs
 
 
-def _execute(run: Run, folder: Path, spec: SweepSpec) -> dict:
+def _execute(run: Run, folder: Path, spec: SweepSpec, env: dict | None = None) -> dict:
     """train (or resume) -> encode -> mig for one run; failures land in error.txt."""
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
@@ -72,7 +72,7 @@ def _execute(run: Run, folder: Path, spec: SweepSpec) -> dict:
         for command in stages:
             handle.write("$ " + " ".join(command) + "\n")
             handle.flush()
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
             handle.write(done.stderr)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -213,10 +213,35 @@ def run_command(
         for job in submitted:
             typer.echo(json.dumps(job.result()))
         return
-    with ThreadPoolExecutor(jobs) as pool:
-        for record in pool.map(lambda r: _execute(r, folder / "runs" / r.id, sweep), todo):
-            typer.echo(json.dumps(record))
-            sys.stdout.flush()
+    import torch
+
+    for record in run_locally(todo, jobs, torch.cuda.device_count(), folder, sweep):
+        typer.echo(json.dumps(record))
+        sys.stdout.flush()
+
+
+def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: SweepSpec, work=None):
+    """Run ``todo`` with ``jobs`` at a time; with GPUs, one run per GPU at a time, each run
+    seeing only its GPU (CUDA_VISIBLE_DEVICES). Yields each run's record in order."""
+    import os
+    import queue
+
+    work = work or _execute
+    slots: queue.Queue = queue.Queue()
+    width = min(jobs, gpus) if gpus else jobs
+    for slot in range(width):
+        slots.put(slot)
+
+    def one(run: Run) -> dict:
+        slot = slots.get()
+        try:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)) if gpus else None
+            return work(run, folder / "runs" / run.id, sweep, env)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(width) as pool:
+        yield from pool.map(one, todo)
 
 
 def _manifest(folder: Path) -> list[dict]:

@@ -235,3 +235,31 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path: Path) -> None:
     assert jobs[0]["id"] == "bvae_seed0" and jobs[0]["job_id"]
     slurm = run_isa(["sweep", "run", str(spec_path), "-o", str(out), "--executor", "slurm"])
     assert slurm.returncode == 2 and b"srun not found" in slurm.stderr
+
+
+def test_local_placement_gives_each_concurrent_run_its_own_gpu(tmp_path: Path) -> None:
+    import threading
+
+    from isa_cli.sweep import run_locally
+
+    spec = load_spec(write(tmp_path, SPEC.format(steps=2, methods='["bvae", "isa"]')))
+    lock = threading.Lock()
+    busy: set[str] = set()
+    seen: list[str] = []
+
+    def fake(run, folder, sweep, env):
+        device = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert device not in busy  # never two runs on one GPU
+            busy.add(device)
+            seen.append(device)
+        time.sleep(0.05)
+        with lock:
+            busy.discard(device)
+        return {"id": run.id}
+
+    records = list(run_locally(spec.runs(), 8, 2, tmp_path, spec, fake))
+    assert [r["id"] for r in records] == [r.id for r in spec.runs()]
+    assert set(seen) == {"0", "1"}
+    cpu = list(run_locally(spec.runs(), 3, 0, tmp_path, spec, lambda r, f, s, e: {"env": e}))
+    assert all(r["env"] is None for r in cpu)

@@ -92,3 +92,4 @@ bench:
     {{python}} benchmarks/bench_data.py
     {{python}} benchmarks/bench_train.py
     {{python}} benchmarks/bench_mig.py
+    {{python}} benchmarks/bench_sweep.py

@@ -48,8 +48,12 @@ figure name executor="local" jobs="1":
     isa select sweeps/{{name}}/results.jsonl > sweeps/{{name}}/representatives.jsonl
     isa plot scatter sweeps/{{name}}/results.jsonl -o sweeps/{{name}}/scatter.png
     isa plot mig-dist sweeps/{{name}}/results.jsonl -o sweeps/{{name}}/mig-dist.png
+    {{python}} -c 'import json, sys; [print(json.loads(line)["model"]) for line in open(sys.argv[1])]' \
+        sweeps/{{name}}/representatives.jsonl | while read -r model; do \
+        isa traverse "$model" --codes "$(dirname "$model")/codes.safetensors" -q \
+            -o "$(dirname "$model")/traversal.png"; done
 
-# Fig. 5a: beta-VAE vs ISA-VAE at beta = 1 on dSprites.
+# Fig. 5a: beta-VAE vs ISA-VAE at beta = 1 on dSprites (traversals of the representatives too).
 fig5a executor="local": (figure "fig5a-beta1" executor)
 
 # Fig. 5b: the dSprites comparison of Table 1 (FactorVAE in its own sweep).

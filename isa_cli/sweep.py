@@ -215,9 +215,29 @@ def run_command(
         return
     import torch
 
-    for record in run_locally(todo, jobs, torch.cuda.device_count(), folder, sweep):
-        typer.echo(json.dumps(record))
-        sys.stdout.flush()
+    records = run_locally(todo, jobs, torch.cuda.device_count(), folder, sweep)
+    if not sys.stderr.isatty():
+        for record in records:
+            typer.echo(json.dumps(record))
+            sys.stdout.flush()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"[bold]sweep {sweep.name}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} done, {task.fields[failed]} failed"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("sweep", total=len(todo), failed=0)
+        failed = 0
+        for record in records:
+            failed += record.get("state") == "failed"
+            progress.update(task, advance=1, failed=failed)
+            typer.echo(json.dumps(record))
+            sys.stdout.flush()
 
 
 def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: SweepSpec, work=None):
@@ -255,9 +275,26 @@ def _manifest(folder: Path) -> list[dict]:
 def status_command(
     folder: Annotated[Path, typer.Argument(help="Sweep folder (OUT/NAME).", show_default=False)],
 ) -> None:
-    """One JSON line per run: id, state (pending/running/done/failed), step, last loss, error."""
+    """One JSON line per run: id, state (pending/running/done/failed), step, last loss, error;
+    a table on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep {folder}")
+    for column in ("run", "state", "step", "loss", "error"):
+        table.add_column(column)
     for entry in _manifest(folder):
-        typer.echo(json.dumps({"id": entry["id"], **run_state(folder / "runs" / entry["id"])}))
+        state = run_state(folder / "runs" / entry["id"])
+        typer.echo(json.dumps({"id": entry["id"], **state}))
+        loss = state.get("loss")
+        table.add_row(
+            entry["id"],
+            state["state"],
+            str(state["step"]),
+            "" if loss is None else f"{loss:.2f}",
+            state.get("error", ""),
+        )
+    Console(stderr=True).print(table)
 
 
 @sweep_app.command("collect")

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,13 @@ def run_isa(args: list[str], stdin: bytes | None = None) -> subprocess.Completed
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+def wait_for_metrics(folder: Path, lines: int, timeout: float = 120.0) -> None:
+    """Wait until a training run in ``folder`` has logged ``lines`` metrics lines."""
+    metrics = folder / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= lines:
+            return
+        time.sleep(0.1)

@@ -12,7 +12,7 @@ import pytest
 
 from isa_core.errors import IsaError
 from isa_core.sweeps import load_spec
-from tests.conftest import isa_executable, run_isa
+from tests.conftest import isa_executable, run_isa, wait_for_metrics
 
 SPEC = """
 [sweep]
@@ -106,12 +106,7 @@ def test_run_skip_resume_status_collect(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        metrics = folder / "metrics.jsonl"
-        if metrics.exists() and metrics.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.1)
+    wait_for_metrics(folder, 3)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     assert process.returncode == 130

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from isa_core import io
 from isa_core.training import TrainConfig, load_model, prepare_folder, train
-from tests.conftest import isa_executable, run_isa
+from tests.conftest import isa_executable, run_isa, wait_for_metrics
 
 CPU = torch.device("cpu")
 
@@ -129,12 +128,7 @@ def test_sigint_saves_a_loadable_checkpoint_and_resume_finishes(tmp_path: Path) 
         "--quiet",
     ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        metrics = out / "metrics.jsonl"
-        if metrics.exists() and metrics.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.2)
+    wait_for_metrics(out, 3)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()
@@ -169,9 +163,7 @@ def test_sigterm_exits_143(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.2)
+    wait_for_metrics(out, 1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr.decode()

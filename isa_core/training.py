@@ -174,14 +174,17 @@ class _Run:
         groups = [{"params": other_params, "lr": config.lr}]
         if exponent_params:
             groups.append({"params": exponent_params, "lr": config.exponent_lr})
-        self.optimizer = torch.optim.Adam(groups)
+        # One fused kernel per step instead of ~10 foreach passes over 14M parameters (32 -> 4
+        # ms on the CPU for the paper's MLP); the same Adam update.
+        fused = device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(groups, fused=fused)
         self.discriminator = None
         self.disc_optimizer = None
         if config.objective == "factorvae":
             self.discriminator = Discriminator(self.model.latent_dim).to(device)
             # Kim & Mnih's discriminator optimizer: Adam, lr 1e-4, betas (0.5, 0.9)
             self.disc_optimizer = torch.optim.Adam(
-                self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9)
+                self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9), fused=fused
             )
         self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.aux = torch.Generator().manual_seed(config.seed + 2)

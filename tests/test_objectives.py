@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
-import numpy as np
 import pytest
 import scipy.stats as st
 import torch
@@ -13,66 +11,13 @@ import torch
 from isa_core.models import gaussian_log_density, reparameterize
 from isa_core.objectives import (
     Discriminator,
-    aggregate_log_densities,
     discriminator_loss,
     factorvae_loss,
-    log_importance_weights,
     permute_dims,
     tcvae_loss,
     vae_loss,
 )
 from isa_core.priors import LpNested, LpTree
-
-
-def posterior(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(n, k, generator=g, dtype=torch.float64)
-    logvar = torch.randn(n, k, generator=g, dtype=torch.float64) * 0.5 - 1
-    return mean, logvar
-
-
-def exact_aggregate(z: np.ndarray, mean: np.ndarray, logvar: np.ndarray):
-    """log q(z) and log q(z_k) of the mixture (1/N) Σ_n N(z; μ_n, σ_n²), by scipy."""
-    sd = np.exp(0.5 * logvar)
-    dens = st.norm.pdf(z[:, None, :], mean[None], sd[None])  # (M, N, K)
-    joint = np.log(dens.prod(-1).mean(1))
-    marginals = np.log(dens.mean(1))
-    return joint, marginals
-
-
-@pytest.mark.parametrize("estimator", ["mss", "mws"])
-def test_estimators_are_exact_when_the_batch_is_the_whole_data_set(estimator: str) -> None:
-    mean, logvar = posterior(6, 3)
-    z = reparameterize(mean, logvar, torch.Generator().manual_seed(1))
-    log_qz, log_marg = aggregate_log_densities(z, mean, logvar, dataset_size=6, estimator=estimator)
-    joint, marginals = exact_aggregate(z.numpy(), mean.numpy(), logvar.numpy())
-    np.testing.assert_allclose(log_qz.numpy(), joint, rtol=1e-12)
-    np.testing.assert_allclose(log_marg.numpy(), marginals, rtol=1e-12)
-
-
-def test_mss_weights_sit_on_the_diagonal_and_rows_sum_to_one() -> None:
-    weights = log_importance_weights(5, 1000, "mss").exp()
-    np.testing.assert_allclose(torch.diagonal(weights).numpy(), 1 / 1000)
-    np.testing.assert_allclose(weights.sum(1).numpy(), 1.0)
-    off = weights[~torch.eye(5, dtype=torch.bool)]
-    np.testing.assert_allclose(off.numpy(), 999 / (1000 * 4))
-
-
-def test_mss_is_unbiased_over_every_possible_batch() -> None:
-    """Brute force: average the estimate of q(z) over all batches that contain x_0."""
-    n, batch, k = 5, 3, 2
-    mean, logvar = posterior(n, k, seed=3)
-    z0 = reparameterize(mean[:1], logvar[:1], torch.Generator().manual_seed(4))  # z ~ q(z|x_0)
-    estimates, marginal_estimates = [], []
-    for others in itertools.permutations(range(1, n), batch - 1):
-        members = [0, *others]
-        z = torch.cat([z0, mean[list(others)]])  # rows 1.. are other samples (unused for row 0)
-        log_qz, log_marg = aggregate_log_densities(z, mean[members], logvar[members], n, "mss")
-        estimates.append(log_qz[0].exp().item())
-        marginal_estimates.append(log_marg[0].exp().numpy())
-    joint, marginals = exact_aggregate(z0.numpy(), mean.numpy(), logvar.numpy())
-    assert np.mean(estimates) == pytest.approx(math.exp(joint[0]), rel=1e-12)
-    np.testing.assert_allclose(np.mean(marginal_estimates, 0), np.exp(marginals[0]), rtol=1e-12)
 
 
 def batch_case(k: int = 4, b: int = 64):
@@ -143,19 +88,3 @@ def test_factorvae_parts_and_discriminator() -> None:
     for k in range(4):  # each column is a permutation of the original column
         torch.testing.assert_close(permuted[:, k].sort().values, z[:, k].sort().values)
     assert not torch.equal(permuted, z)
-
-
-def test_marginal_mixture_gradients_match_autograd_of_the_definition() -> None:
-    from isa_core.objectives import _MarginalLogMixture
-
-    mean, logvar = posterior(9, 3, seed=7)
-    z = reparameterize(mean, logvar, torch.Generator().manual_seed(8)).requires_grad_()
-    mean.requires_grad_()
-    logvar.requires_grad_()
-    log_w = log_importance_weights(9, 100, "mss")
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: _MarginalLogMixture.apply(a, b, c, log_w, 4), (z, mean, logvar)
-    )
-    pairwise = gaussian_log_density(z[:, None, :], mean[None], logvar[None])
-    direct = torch.logsumexp(log_w[:, :, None] + pairwise, dim=1)
-    torch.testing.assert_close(_MarginalLogMixture.apply(z, mean, logvar, log_w, 4), direct)

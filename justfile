@@ -70,11 +70,13 @@ fig6 executor="local": (figure "fig6-cars3d" executor)
 fig7 executor="local": (figure "fig7-exponents" executor)
     isa plot exponents sweeps/fig7-exponents/results.jsonl -o sweeps/fig7-exponents/exponents.png
 
-# The appendix-B factor-analysis figures (figures/).
+# The appendix-B toy figures (figures/): factor analysis, over-complete ICA, prior contours.
 toy-figs:
     mkdir -p figures
     isa toy-fa --beta 1 --beta 2 --beta 4 -o figures/toy-fa-rotation.png > figures/toy-fa-rotation.jsonl
     isa toy-fa --experiment prune --beta 1 --beta 2 -o figures/toy-fa-prune.png > figures/toy-fa-prune.jsonl
+    isa toy-ica --beta 1 --beta 5 -o figures/toy-ica.png > figures/toy-ica.jsonl
+    isa toy-ica --beta 1 --iterations 20000 -o figures/toy-ica-long.png > figures/toy-ica-long.jsonl
     isa plot prior-contours -o figures/prior-contours.png
 
 # Run the tests (slow ones excluded; `just test-all` includes them). Extra args go to pytest.

@@ -245,6 +245,43 @@ def fa_curves(
     return fig
 
 
+def ica_components(x: np.ndarray, w_true: np.ndarray, fits: list[tuple[str, np.ndarray]]) -> Figure:
+    """Appendix B.8 panels: data points, true component directions (blue) and learned ones (red),
+    each a line through the origin scaled by the column's norm; one panel per fit."""
+    fig = Figure(figsize=(3.6 * len(fits), 3.8), dpi=110)
+    reach = float(np.quantile(np.abs(x), 0.98)) * 1.1
+    for i, (title, w) in enumerate(fits, start=1):
+        ax = fig.add_subplot(1, len(fits), i)
+        ax.scatter(
+            x[:, 0], x[:, 1], s=9, facecolors="none", edgecolors="tab:blue", alpha=0.45, lw=0.6
+        )
+        for columns, color, style, label in (
+            (w_true, "tab:blue", "-", "true"),
+            (w, "tab:red", "--", "learned"),
+        ):
+            for k in range(columns.shape[1]):
+                end = columns[:, k] * reach / 1.5
+                ax.plot(
+                    [-end[0], end[0]],
+                    [-end[1], end[1]],
+                    color=color,
+                    ls=style,
+                    lw=2,
+                    label=label if k == 0 else None,
+                )
+                if color == "tab:red":
+                    ax.annotate(f"{k + 1}", end, color=color, fontsize=8)
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for row in rows:

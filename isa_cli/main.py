@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 
 import typer
 
@@ -55,9 +56,22 @@ def _fail(command: str, message: str, status: int) -> None:
     sys.exit(status)
 
 
+def _one_line_warning(command: str):
+    """Print warnings as ``isa <command>: warning: <message>``, like errors, not as tracebacks."""
+    prefix = f"isa {command}" if command else "isa"
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        (file or sys.stderr).write(f"{prefix}: warning: {text}\n")
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run `isa` with ``argv`` (default: the process arguments) and exit."""
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    if not _debug():
+        warnings.showwarning = _one_line_warning(_command_name(args))
     try:
         result = app(args=args, prog_name="isa", standalone_mode=False)
     except typer.Exit as done:

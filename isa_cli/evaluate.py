@@ -99,14 +99,14 @@ def _codes_or_model(path: Path, data, batch_size, device, quiet) -> Codes:
 def encode_command(
     model: ModelInput = None,
     data: Annotated[
-        str | None, typer.Option(help="Data to encode. [default: the model's training data]")
+        str | None, typer.Option(help="Data to encode.", show_default="the model's training data")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 2048,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     out: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", help="Codes file. [default: codes.safetensors beside the model]"
+            "-o", "--out", help="Codes file.", show_default="codes.safetensors beside the model"
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -133,7 +133,7 @@ def mig_command(
     ] = Estimator.quadrature,
     factors: Annotated[
         str | None,
-        typer.Option(help="Factors to score, e.g. scale,orientation,x,y. [default: all]"),
+        typer.Option(help="Factors to score, e.g. scale,orientation,x,y.", show_default="all"),
     ] = None,
     samples: Annotated[int, typer.Option(help="sampling: Monte-Carlo samples.")] = 10_000,
     bins: Annotated[int, typer.Option(help="histogram: bins per latent.")] = 20,

@@ -19,22 +19,23 @@ Layout = Annotated[
     str | None,
     typer.Option(
         "--layout",
-        help="ISA layout: COUNTxSIZE like 5x4, or subspace sizes like 4,4,3. [default: 5x4]",
+        help="ISA layout: COUNTxSIZE like 5x4, or subspace sizes like 4,4,3.",
+        show_default="5x4",
         rich_help_panel=PRIOR_PANEL,
     ),
 ]
 P0 = Annotated[
     float | None,
     typer.Option(
-        "--p0", help="Root exponent p0 (Eq. 9). [default: 2.1]", rich_help_panel=PRIOR_PANEL
+        "--p0", help="Root exponent p0 (Eq. 9).", show_default="2.1", rich_help_panel=PRIOR_PANEL
     ),
 ]
 P1 = Annotated[
     str | None,
     typer.Option(
         "--p1",
-        help="Subspace exponent(s) p_i: one value, or one per subspace (2.2,1.9,...). "
-        "[default: 2.2]",
+        help="Subspace exponent(s) p_i: one value, or one per subspace (2.2,1.9,...).",
+        show_default="2.2",
         rich_help_panel=PRIOR_PANEL,
     ),
 ]
@@ -67,7 +68,7 @@ Model = Annotated[
 ]
 Output = Annotated[
     Path | None,
-    typer.Option("-o", "--out", help="Output file (written atomically). [default: stdout]"),
+    typer.Option("-o", "--out", help="Output file (written atomically).", show_default="stdout"),
 ]
 
 

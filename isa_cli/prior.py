@@ -28,8 +28,8 @@ from isa_core.errors import IsaError
 PlotInput = Annotated[
     str | None,
     typer.Argument(
-        help="Samples to draw on top: NPY (N, 2) file or '-' for stdin. [default: draw them]",
-        show_default=False,
+        help="Samples to draw on top: NPY (N, 2) file or '-' for stdin.",
+        show_default="drawn from the prior",
     ),
 ]
 Input = Annotated[
@@ -137,7 +137,7 @@ def prior_plot(
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed for the drawn samples.")] = 0,
     extent: Annotated[
-        float | None, typer.Option(help="Half-width of the plotted square. [default: auto]")
+        float | None, typer.Option(help="Half-width of the plotted square.", show_default="auto")
     ] = None,
 ) -> None:
     """Iso-density contours of a 2-D prior with samples on top (like the paper's Figs. 2-3).

@@ -301,7 +301,7 @@ def status_command(
 def collect_command(
     folder: Annotated[Path, typer.Argument(help="Sweep folder (OUT/NAME).", show_default=False)],
     out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="JSONL file. [default: stdout]")
+        Path | None, typer.Option("-o", "--out", help="JSONL file.", show_default="stdout")
     ] = None,
 ) -> None:
     """One JSON line per finished run: grid values, config, MIG, per-factor gaps, logpx, paths."""

@@ -118,9 +118,9 @@ def train_command(
     ] = False,
     arch: Annotated[Arch, typer.Option(help="Encoder/decoder architecture.")] = Arch.mlp,
     latent_dim: Annotated[
-        int | None, typer.Option(help="K; must match the prior's n. [default: 20]")
+        int | None, typer.Option(help="K; must match the prior's n.", show_default="20")
     ] = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs. [default: 20]")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs.", show_default="20")] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimizer steps (instead of --epochs).")
     ] = None,

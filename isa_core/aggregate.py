@@ -27,7 +27,8 @@ are the whole cost of β-TCVAE over β-VAE. Two backends compute them:
 Both have a hand-written backward pass. With g_ijk = log N(z_ik; μ_jk, σ_jk²), d = z_ik - μ_jk
 and a = 1/σ_jk², every gradient is a weighted sum of ∂g: ∂g/∂z_ik = -d a, ∂g/∂μ_jk = d a,
 ∂g/∂log σ_jk² = (d² a - 1)/2. The marginals weigh term (i, j, k) by their softmax over j; the
-joint weighs it by a k-independent softmax s_ij, so its sums are matrix products (in float64).
+joint weighs it by a k-independent softmax s_ij, so its sums are matrix products, with the
+own term j = i apart (expanding (z - μ)² would cancel digits there).
 """
 
 from __future__ import annotations
@@ -183,12 +184,18 @@ def _joint_backward(z, mean, precision, joint_softmax, grad_joint):
     return grad_z, grad_mean, grad_logvar
 
 
-def _eager_forward(z, mean, precision, offset, log_weights, chunk_terms: int | None = None):
-    """(marginals (M, K), log q(z_i) (M,), joint softmax (M, M)) in row chunks."""
+def _chunk_rows(z: Tensor, chunk_terms: int | None = None) -> int:
+    """Rows per chunk so that a (rows, M, K) block stays cache-sized on the CPU (1 MB)."""
     batch, dims = z.shape
     if chunk_terms is None:
         chunk_terms = 1 << 18 if z.device.type == "cpu" else 1 << 25
-    chunk = max(1, chunk_terms // (batch * dims))
+    return max(1, chunk_terms // (batch * dims))
+
+
+def _eager_forward(z, mean, precision, offset, log_weights, chunk_terms: int | None = None):
+    """(marginals (M, K), log q(z_i) (M,), joint softmax (M, M)) in row chunks."""
+    batch = len(z)
+    chunk = _chunk_rows(z, chunk_terms)
     # Shift each sum by its own-sample term (j = i), which is part of it: the sum is then >= 1,
     # and no other term can overflow unless two posterior widths differ by a factor e^80.
     own = offset - 0.5 * (z - mean) ** 2 * precision + log_weights[0]  # (M, K)
@@ -208,8 +215,8 @@ def _eager_forward(z, mean, precision, offset, log_weights, chunk_terms: int | N
 
 def _eager_backward(z, mean, precision, offset, marginals, grad, log_weights):
     """Gradients of Σ_ik grad_ik · marginal_ik with respect to z, μ and log σ², in row chunks."""
-    batch, dims = z.shape
-    chunk = max(1, (1 << 18 if z.device.type == "cpu" else 1 << 25) // (batch * dims))
+    batch = len(z)
+    chunk = _chunk_rows(z)
     grad_z = torch.empty_like(z)
     grad_mean = torch.zeros_like(mean)
     grad_logvar = torch.zeros_like(mean)

@@ -16,6 +16,8 @@ it raises F_β and halving the step otherwise.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -89,6 +91,7 @@ def make_ica_problem(
     return IcaProblem(x=x, w_true=w, noise_var=noise_std**2, nu=nu)
 
 
+@functools.cache
 def _hermite(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     nodes, weights = np.polynomial.hermite.hermgauss(HERMITE_NODES)
     return (
@@ -127,7 +130,7 @@ def ica_free_energy(
 def fit_ica(
     problem: IcaProblem,
     beta: float,
-    iterations: int = 3000,
+    iterations: int = 2000,
     step: float = 0.01,
     tolerance: float = 1e-7,
 ) -> IcaFit:
@@ -169,6 +172,7 @@ def _ascend(objective, params: list[Tensor], iterations: int, step: float, toler
         optimizer.zero_grad()
         (-current).backward()
         saved = [p.detach().clone() for p in params]
+        saved_state = copy.deepcopy(optimizer.state_dict())
         optimizer.step()
         trial = objective()
         if trial.item() > current.item():
@@ -176,10 +180,11 @@ def _ascend(objective, params: list[Tensor], iterations: int, step: float, toler
             current = trial
             accepted += 1
             quiet = quiet + 1 if gain < tolerance * abs(current.item()) else 0
-        else:
+        else:  # undo the step, Adam's moments included, and retry it at half the size
             with torch.no_grad():
                 for p, old in zip(params, saved, strict=True):
                     p.copy_(old)
+            optimizer.load_state_dict(saved_state)
             for group in optimizer.param_groups:
                 group["lr"] *= 0.5
             current = objective()

@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+import typer.core
 
 from isa_core import __version__
+
+
+def _flag_type_rich(self: typer.core.TyperOption, ctx) -> str | None:
+    """Show no type column for on/off switches (typer 0.29 prints '<bool>' there)."""
+    if self.is_flag:
+        return None
+    return _option_type_rich(self, ctx)
+
+
+_option_type_rich = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type_rich
 
 app = typer.Typer(
     name="isa",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from isa_cli.app import app
 from isa_cli.options import Output
-from isa_core import io
-from isa_core.data import GroundTruthData, open_dataset
+from isa_core.data import open_dataset
 from isa_core.errors import IsaError
+
+if TYPE_CHECKING:  # numpy, torch and the data classes load inside the commands (fast `--help`)
+    from isa_core.data import GroundTruthData
 
 data_app = typer.Typer(
     help="Ground-truth data sets: dsprites, dsprites-mini, or a data file/folder.",
@@ -38,7 +39,11 @@ def parse_index_list(text: str, data: GroundTruthData) -> list[int]:
         raise IsaError(f"cannot parse --index {text!r}; give integers like 0,5,9") from None
     if not values:
         raise IsaError("--index is empty; give integers like 0,5,9")
-    data.check_indices(torch.tensor(values))
+    for value in values:  # checked as Python ints: a huge one would overflow a tensor
+        if not 0 <= value < len(data):
+            raise IsaError(
+                f"--index {value} is out of range for {data.name}; use 0..{len(data) - 1}"
+            )
     return values
 
 
@@ -57,6 +62,12 @@ def parse_factor_tuple(text: str, data: GroundTruthData) -> list[int]:
             given[name] = int(value)
         except ValueError:
             raise IsaError(f"--factors {name}={value!r}: the class must be an integer") from None
+        size = data.factor_sizes[data.factor_names.index(name)]
+        if not 0 <= given[name] < size:
+            raise IsaError(
+                f"--factors: factor {name} = {given[name]} is out of range for {data.name}; "
+                f"it takes classes 0..{size - 1}"
+            )
     missing = [n for n in data.factor_names if n not in given]
     if missing:
         raise IsaError(
@@ -85,9 +96,26 @@ def render(
             show_default=False,
         ),
     ] = None,
+    scale_255: Annotated[
+        bool,
+        typer.Option(
+            "--scale-255",
+            help="Write binary images (0/1) as 0/255, so that image viewers show them; "
+            "images already in 0..255 are unchanged.",
+        ),
+    ] = False,
     out: Output = None,
 ) -> None:
-    """Images as NPY uint8 (k, H, W) or (k, H, W, C), pixel values as the files store them."""
+    """Images as NPY uint8 (k, H, W) or (k, H, W, C); with -o FILE, prints the path.
+
+    Pixel values are as the files store them: 0/1 for binary data such as dSprites (which
+    looks black in an image viewer; add --scale-255 for 0/255), 0..255 otherwise.
+    """
+    import numpy as np
+    import torch
+
+    from isa_core import io
+
     data = open_dataset(source)
     if (index is None) == (not factors):
         raise IsaError("give exactly one of --index or --factors")
@@ -95,7 +123,12 @@ def render(
         indices = torch.tensor(parse_index_list(index, data))
     else:
         indices = data.factors_to_index([parse_factor_tuple(f, data) for f in factors or []])
-    io.write_array(data.pixels(indices), out, typer.get_binary_stream("stdout"))
+    pixels = data.pixels(indices)
+    if scale_255 and data.binary:
+        pixels = pixels * np.uint8(255)
+    io.write_array(pixels, out, typer.get_binary_stream("stdout"))
+    if out is not None and str(out) != "-":
+        typer.echo(str(out.resolve()))
 
 
 @data_app.command("preview")
@@ -107,6 +140,7 @@ def preview(
     ] = 10,
 ) -> None:
     """A PNG with one row per factor, swept across its values with the others fixed."""
+    from isa_core import io
     from isa_core.plots import factor_sweeps
 
     data = open_dataset(source)

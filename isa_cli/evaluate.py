@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 
 from isa_cli.app import app
+from isa_cli.options import check_path_text, seed_option
 from isa_cli.train import resolve_device
-from isa_core import io
-from isa_core.codes import Codes, encode, is_codes_file, load_codes, save_codes
 from isa_core.data import open_dataset
 from isa_core.errors import IsaError
-from isa_core.metrics import mig as compute_mig
-from isa_core.training import load_model
+
+if TYPE_CHECKING:  # numpy, torch and the models load inside the commands (fast `isa --help`)
+    from isa_core.codes import Codes
 
 
 class Estimator(str, Enum):
@@ -68,6 +67,9 @@ def _progress(label: str, quiet: bool):
 
 
 def _encode_model(path: Path, data: str | None, batch_size: int, device: str, quiet: bool):
+    from isa_core.codes import encode
+    from isa_core.training import load_model
+
     model, meta = load_model(path)
     source = data or meta["config"]["data"]
     try:
@@ -87,7 +89,15 @@ def _encode_model(path: Path, data: str | None, batch_size: int, device: str, qu
 
 
 def _codes_or_model(path: Path, data, batch_size, device, quiet) -> Codes:
+    from isa_core import io
+    from isa_core.codes import is_codes_file, load_codes
+
+    check_path_text(path, "the input path")
     bundle = io.load_bundle(path)
+    if not isinstance(bundle.metadata, dict):
+        raise IsaError(
+            f"{path}: its 'isa' metadata is not a JSON object; it was not written by isa"
+        )
     if is_codes_file(bundle.metadata):
         return load_codes(path)
     if "config" in bundle.metadata:
@@ -112,6 +122,9 @@ def encode_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """q(z|x) for every image as a codes file (mean, logvar, factors, logpx); prints its path."""
+    from isa_core import io
+    from isa_core.codes import save_codes
+
     path = io.read_paths(model, _stdin())[0]
     codes = _encode_model(path, data, batch_size, device, quiet)
     target = out or path.parent / "codes.safetensors"
@@ -135,9 +148,9 @@ def mig_command(
         str | None,
         typer.Option(help="Factors to score, e.g. scale,orientation,x,y.", show_default="all"),
     ] = None,
-    samples: Annotated[int, typer.Option(help="sampling: Monte-Carlo samples.")] = 10_000,
-    bins: Annotated[int, typer.Option(help="histogram: bins per latent.")] = 20,
-    seed: Annotated[int, typer.Option(help="sampling: random seed.")] = 0,
+    samples: Annotated[int, typer.Option(min=1, help="sampling: Monte-Carlo samples.")] = 10_000,
+    bins: Annotated[int, typer.Option(min=2, help="histogram: bins per latent.")] = 20,
+    seed: Annotated[int, seed_option("sampling: random seed")] = 0,
     group: Annotated[
         Grouping,
         typer.Option(help="subspaces: also score each ISA subspace as one variable (Monte Carlo)."),
@@ -148,9 +161,16 @@ def mig_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table on stderr.")] = False,
 ) -> None:
     """MIG (and mean log p(x|z)) of codes or models: one JSON object per input on stdout."""
+    import numpy as np
+
+    from isa_core import io
+    from isa_core.metrics import mig as compute_mig
+
     chosen = estimator.value
     for path in io.read_paths(input, _stdin()):
         codes = _codes_or_model(path, data, batch_size, device, quiet)
+        if not len(codes.mean):
+            raise IsaError(f"{path} holds codes of 0 images; MIG of no images is undefined")
         names = codes.factor_names
         keep = list(range(len(names)))
         if factors is not None:
@@ -193,7 +213,7 @@ def _subspace_record(codes: Codes, keep: list[int], samples: int, seed: int) -> 
     from isa_core.priors import LpTree
 
     config = codes.metadata.get("config") or {}
-    if "tree" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("tree"), str):
         raise IsaError("--group subspaces needs the model's prior; these codes do not record it")
     subspaces = [list(r) for r in LpTree.parse(config["tree"]).subspaces]
     if all(len(s) == 1 for s in subspaces):
@@ -255,14 +275,25 @@ def traverse_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Appendix A.5 figures: latent traversals, or latents against the true factors."""
+    import numpy as np
+    import torch
+
+    from isa_core import io
+    from isa_core.codes import load_codes
     from isa_core.metrics import mutual_information
     from isa_core.plots import latent_traversal, latent_vs_true
+    from isa_core.training import load_model
 
     if not str(out).lower().endswith(".png"):
         raise IsaError(f"{out}: figures are written as PNG; give a file name ending in .png")
     path = io.read_paths(model, _stdin())[0]
     trained, meta = load_model(path)
     encoded = load_codes(codes) if codes else _encode_model(path, data, 2048, device, quiet)
+    if encoded.mean.shape[1] != trained.latent_dim:
+        raise IsaError(
+            f"--codes {codes} has {encoded.mean.shape[1]} latents but the model has "
+            f"{trained.latent_dim}; give the codes of this model (isa encode)"
+        )
     names = encoded.factor_names
     mi, _ = mutual_information(encoded.mean, encoded.std, encoded.factors)  # (F, K)
     best = mi.argmax(0)
@@ -276,14 +307,19 @@ def traverse_command(
         active = [int(j) for j in np.argsort(-strength) if encoded.mean[:, j].var() > 0.01]
         if not active:
             raise IsaError("no active latent (variance of the posterior mean > 0.01)")
+        if "factor_values" not in encoded.metadata:
+            raise IsaError("latent-vs-true needs the factor values; these codes do not record them")
         values = [np.asarray(v) for v in encoded.metadata["factor_values"]]
         figure = latent_vs_true(
             encoded.mean, encoded.factors, names, values, active, [labels[j] for j in active]
         )
     else:
         dataset = open_dataset(data or meta["config"]["data"])
-        if not 0 <= index < len(dataset):
-            raise IsaError(f"--index {index} is out of range (0..{len(dataset) - 1})")
+        if not 0 <= index < min(len(dataset), len(encoded.mean)):
+            last = min(len(dataset), len(encoded.mean)) - 1
+            raise IsaError(f"--index {index} is out of range (0..{last})")
+        if not (math.isfinite(range_) and range_ > 0):
+            raise IsaError(f"--range must be a positive finite number, got {range_}; e.g. 3")
         order = [int(j) for j in np.argsort(-strength)][:max_rows]
         spread = np.sqrt(encoded.mean.var(0) + np.exp(encoded.logvar).mean(0))  # aggregate std
         grid = np.linspace(-range_, range_, steps)

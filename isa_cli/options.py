@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from isa_core.errors import IsaError
-from isa_core.priors import LpNested, LpTree, parse_layout
+from isa_core.priors import LpTree, parse_layout
+
+if TYPE_CHECKING:  # torch loads only when a prior is built, so that `isa --help` stays fast
+    from isa_core.priors import LpNested
 
 PRIOR_PANEL = "Prior (default: ISA 5x4, p0 2.1, p1 2.2, s 2)"
 
@@ -68,8 +70,32 @@ Model = Annotated[
 ]
 Output = Annotated[
     Path | None,
-    typer.Option("-o", "--out", help="Output file (written atomically).", show_default="stdout"),
+    typer.Option(
+        "-o",
+        "--out",
+        help="Output file (written atomically; its path is printed).",
+        show_default="stdout",
+    ),
 ]
+
+SEED_MAX = 2**63 - 1
+
+
+def _check_seed(value: int) -> int:
+    if not 0 <= value <= SEED_MAX:
+        raise typer.BadParameter(f"{value} is outside 0..2^63-1 (0..{SEED_MAX}); give a seed in it")
+    return value
+
+
+def seed_option(help: str) -> typer.models.OptionInfo:
+    """A ``--seed`` option limited to 0..2^63-1, the seeds every random stream here accepts."""
+    return typer.Option(callback=_check_seed, help=f"{help} (0..2^63-1).")
+
+
+def check_path_text(text: str | Path | None, what: str) -> None:
+    """Refuse a path with a NUL byte, which no file name can hold (the OS would reject it)."""
+    if text is not None and "\0" in str(text):
+        raise IsaError(f"{what} {str(text)!r} contains a NUL byte, which no file name can; fix it")
 
 
 class DType(str, Enum):
@@ -122,7 +148,12 @@ def build_prior(
     model: Path | None = None,
 ) -> LpNested:
     """The L^p-nested distribution named by the prior flags or stored in ``--model``."""
+    import torch
+
+    from isa_core.priors import LpNested
+
     if model is not None:
+        check_path_text(model, "--model")
         given = [
             flag
             for flag, v in (
@@ -140,7 +171,15 @@ def build_prior(
 
         trained, _ = load_model(model)
         with torch.no_grad():
-            prior = trained.prior.double()()
-        return LpNested(prior.tree, prior.exponents.detach(), prior.scale)
+            exponents = trained.prior.double().exponents.detach()
+            scale = trained.prior.scale.detach().double()
+        if not (torch.isfinite(exponents).all() and (exponents > 0).all()):
+            raise IsaError(
+                f"{model} stores prior exponents {exponents.tolist()}; they must be positive "
+                "and finite (the file is damaged)"
+            )
+        if not (torch.isfinite(scale) and scale > 0):
+            raise IsaError(f"{model} stores prior scale {float(scale)}; the file is damaged")
+        return LpNested(trained.prior.tree, exponents, scale)
     scale = 2.0 if scale is None else scale
     return LpNested(build_tree(layout, p0, p1, tree), scale=_positive(scale, "--scale"))

@@ -10,7 +10,6 @@ import typer
 from isa_cli.app import app
 from isa_cli.options import build_prior
 from isa_cli.sweep import read_results
-from isa_core import io
 from isa_core.errors import IsaError
 
 plot_app = typer.Typer(
@@ -25,6 +24,8 @@ Out = Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")]
 
 
 def _save(figure, out: Path) -> None:
+    from isa_core import io  # numpy, loaded only when a figure is written (fast --help)
+
     io.save_figure(figure, out)
     typer.echo(str(out.resolve()))
 
@@ -34,7 +35,7 @@ def scatter(results: Results, out: Out) -> None:
     """MIG against log p(x|z), per method and β, mean ± standard error (Figs. 5b, 5c, 6)."""
     from isa_core.plots import mig_logpx_scatter
 
-    _save(mig_logpx_scatter(read_results(results)), out)
+    _save(mig_logpx_scatter(read_results(results, ("mig", "logpx"))), out)
 
 
 @plot_app.command("mig-dist")
@@ -46,7 +47,7 @@ def mig_dist(
     """Distribution of MIG per method, with mean, median and max (Fig. 5a)."""
     from isa_core.plots import mig_distribution
 
-    rows = read_results(results)
+    rows = read_results(results, ("mig",))
     if beta is not None and not any(r.get("beta") == beta for r in rows):
         raise IsaError(f"no run in {results} has beta = {beta:g}")
     _save(mig_distribution(rows, beta), out)
@@ -57,11 +58,31 @@ def exponents(results: Results, out: Out) -> None:
     """Histograms of learned subspace exponents, sorted per model (Fig. 7)."""
     from isa_core.plots import exponent_histograms
 
-    try:
-        figure = exponent_histograms(read_results(results))
-    except ValueError as error:
-        raise IsaError(f"{results}: {error}; train with --learn-exponents") from None
-    _save(figure, out)
+    rows = read_results(results)
+    _check_learned_exponents(rows, results)
+    _save(exponent_histograms(rows), out)
+
+
+def _check_learned_exponents(rows: list[dict], results: Path) -> None:
+    """Refuse results whose learned exponents cannot be drawn side by side: none at all, or
+    lists that are not p0 and the same number (at least one) of subspace exponents."""
+    learned = [
+        r["exponents"]
+        for r in rows
+        if r.get("exponents") and (r.get("config") or {}).get("learn_exponents")
+    ]
+    if not learned:
+        raise IsaError(
+            f"{results}: no run in the results learned its exponents; train with --learn-exponents"
+        )
+    lengths = sorted({len(e) for e in learned})
+    if len(lengths) > 1 or lengths[0] < 2:
+        raise IsaError(
+            f"{results}: the learned exponent lists have lengths "
+            f"{' and '.join(map(str, lengths))}; each must hold p0 and the same number (at "
+            "least one) of subspace exponents, as `isa sweep collect` writes them for runs of "
+            "one prior layout"
+        )
 
 
 @plot_app.command("prior-contours")

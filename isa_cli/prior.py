@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 
 from isa_cli.app import app
@@ -21,9 +20,13 @@ from isa_cli.options import (
     Scale,
     Tree,
     build_prior,
+    check_path_text,
+    seed_option,
 )
-from isa_core import io
 from isa_core.errors import IsaError
+
+if TYPE_CHECKING:  # numpy, torch and isa_core.io load inside the commands (fast `isa --help`)
+    import numpy as np
 
 PlotInput = Annotated[
     str | None,
@@ -49,8 +52,28 @@ def _stdout() -> object:
     return typer.get_binary_stream("stdout")
 
 
+def _read_points(input: str | None) -> tuple[np.ndarray, str]:
+    """The NPY array named by INPUT (a path, or stdin: array bytes or a path line)."""
+    from isa_core import io
+
+    check_path_text(input, "INPUT")
+    source = io.read_source(input, _stdin())
+    if isinstance(source, bytes):
+        return io.load_npy(source, "stdin"), "stdin"
+    check_path_text(source, "the path on stdin")
+    return io.load_npy(source), str(source)
+
+
+def _echo_path(out: Path | None) -> None:
+    """Print the path written, as every command that writes a file does (not for stdout)."""
+    if out is not None and str(out) != "-":
+        typer.echo(str(out.resolve()))
+
+
 def _checked_points(array: np.ndarray, n: int, what: str) -> np.ndarray:
     """Validate an (N, n) array of finite numbers; return it as float64."""
+    import numpy as np
+
     if array.dtype.kind not in "fiu":
         raise IsaError(f"{what} has dtype {array.dtype}; expected float32 or float64 numbers")
     if array.ndim != 2:
@@ -82,7 +105,7 @@ def prior_sample(
     scale: Scale = None,
     tree: Tree = None,
     model: Model = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
+    seed: Annotated[int, seed_option("Random seed; the same seed gives the same bytes")] = 0,
     dtype: Annotated[DType, typer.Option(help="Output dtype.")] = DType.float64,
     method: Annotated[
         SampleMethod,
@@ -92,11 +115,26 @@ def prior_sample(
     ] = SampleMethod.nested,
     out: Output = None,
 ) -> None:
-    """Draw exact samples z ~ p(z) of an L^p-nested prior: NPY (N, n) on stdout or -o FILE."""
+    """Draw exact samples z ~ p(z) of an L^p-nested prior: NPY (N, n) on stdout or -o FILE.
+
+    With -o FILE the path written is printed.
+    """
+    import numpy as np
+    import torch
+
+    from isa_core import io
+
     prior = build_prior(layout, p0, p1, scale, tree, model)
     generator = torch.Generator().manual_seed(seed)
-    z = prior.sample((n,), generator=generator, method=method.value)
-    io.write_array(z.numpy().astype(dtype.value, copy=False), out, _stdout())
+    z = prior.sample((n,), generator=generator, method=method.value).numpy()
+    largest = float(np.abs(z).max(initial=0.0))  # the draws are finite float64
+    if largest > float(np.finfo(dtype.value).max):
+        raise IsaError(
+            f"the samples reach |z| = {largest:.3g}, beyond the {dtype.value} range; "
+            "use --dtype float64"
+        )
+    io.write_array(z.astype(dtype.value, copy=False), out, _stdout())
+    _echo_path(out)
 
 
 @app.command("prior-logpdf")
@@ -113,14 +151,23 @@ def prior_logpdf(
     ] = False,
     out: Output = None,
 ) -> None:
-    """Log-density log p(z) (Eqs. 7, 8, 11) of each row: NPY float64 (N,) or --text lines."""
+    """Log-density log p(z) (Eqs. 7, 8, 11) of each row: NPY float64 (N,) or --text lines.
+
+    An input of 0 rows gives an output of 0 rows. With -o FILE the path written is printed.
+    """
+    import torch
+
+    from isa_core import io
+
     prior = build_prior(layout, p0, p1, scale, tree, model)
-    points = _checked_points(io.read_array(input, _stdin()), prior.tree.n, input or "stdin")
+    array, name = _read_points(input)
+    points = _checked_points(array, prior.tree.n, name)
     log_p = prior.log_prob(torch.from_numpy(points)).numpy()
     if text:
         io.write_text("".join(f"{v!r}\n" for v in log_p.tolist()), out, _stdout())
     else:
         io.write_array(log_p, out, _stdout())
+    _echo_path(out)
 
 
 @app.command("prior-plot")
@@ -135,7 +182,7 @@ def prior_plot(
     samples: Annotated[
         int, typer.Option(min=0, help="Samples to draw when no INPUT is given.")
     ] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed for the drawn samples.")] = 0,
+    seed: Annotated[int, seed_option("Random seed for the drawn samples")] = 0,
     extent: Annotated[
         float | None, typer.Option(help="Half-width of the plotted square.", show_default="auto")
     ] = None,
@@ -144,7 +191,10 @@ def prior_plot(
 
     Samples come from INPUT (an (N, 2) NPY file, or '-' for stdin) when given, else are drawn.
     """
-    from isa_core.plots import prior_contours  # matplotlib loads only for plots
+    import torch
+
+    from isa_core import io
+    from isa_core.plots import MAX_EXTENT, prior_contours
 
     prior = build_prior(layout, p0, p1, scale, tree)
     if prior.tree.n != 2:
@@ -152,10 +202,11 @@ def prior_plot(
             f"prior-plot draws 2-D priors, but {prior.tree} has n = {prior.tree.n}; "
             "use e.g. --tree '1(2)' or --layout 1,1"
         )
-    if extent is not None and not extent > 0:
-        raise IsaError(f"--extent must be positive, got {extent}")
+    if extent is not None and not (math.isfinite(extent) and 0 < extent <= MAX_EXTENT):
+        raise IsaError(f"--extent must be a positive number up to {MAX_EXTENT:g}, got {extent}")
     if input is not None:
-        z = _checked_points(io.read_array(input, _stdin()), 2, input)
+        array, name = _read_points(input)
+        z = _checked_points(array, 2, name)
     else:
         z = prior.sample((samples,), generator=torch.Generator().manual_seed(seed)).numpy()
     io.save_figure(prior_contours(prior, z, extent), out)

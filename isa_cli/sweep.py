@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
@@ -16,9 +18,19 @@ from typing import Annotated
 import typer
 
 from isa_cli.app import app
-from isa_core import io
 from isa_core.errors import IsaError
-from isa_core.sweeps import Run, SweepSpec, load_spec, run_state
+from isa_core.locks import folder_lock
+from isa_core.sweeps import (
+    Run,
+    SweepSpec,
+    check_data,
+    check_result_rows,
+    filter_runs,
+    load_manifest,
+    load_spec,
+    run_folder,
+    run_state,
+)
 
 sweep_app = typer.Typer(help="Sweeps: grids of train -> encode -> mig runs.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
@@ -30,23 +42,70 @@ def _isa() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("isa") or "isa")
 
 
-def _select(runs: list[Run], only: list[str]) -> list[Run]:
-    for item in only:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise IsaError(f"--only {item!r}: write KEY=VALUE, e.g. method=isa-vae")
-        key = key.replace("-", "_")
-        runs = [r for r in runs if key in r.grid and str(r.grid[key]) == value]
-    return runs
+class _Children:
+    """The stage processes running now, so a signal to the sweep is passed on to them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._running: set[subprocess.Popen] = set()
+        self.signal: int | None = None
+
+    def start(self, command: list[str], env: dict | None) -> subprocess.Popen | None:
+        """Start ``command``, or nothing (None) once the sweep has been told to stop."""
+        with self._lock:
+            if self.signal is not None:
+                return None
+            process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                encoding="utf-8",
+                errors="replace",
+            )
+            self._running.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def stop(self, number: int, _frame: object = None) -> None:
+        """Signal handler: remember the first signal and forward it to every running child
+        (`isa train` checkpoints and exits); no new stage starts after it."""
+        with self._lock:
+            if self.signal is None:
+                self.signal = number
+            for process in self._running:
+                process.send_signal(number)
+
+
+CHILDREN = _Children()
+
+
+def _stage(command: list[str], env: dict | None) -> tuple[int | None, str, str]:
+    """Run one stage; its exit status (None when the sweep was stopped first), stdout, stderr."""
+    process = CHILDREN.start(command, env)
+    if process is None:
+        return None, "", ""
+    try:
+        stdout, stderr = process.communicate()
+    finally:
+        CHILDREN.finished(process)
+    return process.returncode, stdout, stderr
 
 
 def _execute(run: Run, folder: Path, spec: SweepSpec, env: dict | None = None) -> dict:
     """train (or resume) -> encode -> mig for one run; failures land in error.txt."""
-    folder.mkdir(parents=True, exist_ok=True)
+    if CHILDREN.signal is not None:
+        return {"id": run.id, "state": "pending"}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return {"id": run.id, "state": "failed", "error": f"cannot create {folder}: {error}"}
     log = folder / "log.txt"
-    resume = (folder / "model.safetensors").exists() and (
-        folder / "train_state.safetensors"
-    ).exists()
+    # The state file alone is a complete checkpoint (it carries the weights too).
+    resume = (folder / "train_state.safetensors").exists()
     train = [_isa(), *run.train_args(folder), "-q"]
     train.append("--resume" if resume else "--force")
     if resume:  # a resumed run keeps its stored config; only the length may be extended
@@ -72,19 +131,31 @@ def _execute(run: Run, folder: Path, spec: SweepSpec, env: dict | None = None) -
         for command in stages:
             handle.write("$ " + " ".join(command) + "\n")
             handle.flush()
-            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-            handle.write(done.stderr)
-            if done.returncode != 0:
-                lines = [line for line in done.stderr.splitlines() if line.strip()]
-                message = lines[-1] if lines else f"exit status {done.returncode}"
+            code, last_stdout, stderr = _stage(command, env)
+            handle.write(stderr)
+            if code != 0 and CHILDREN.signal is not None:
+                # stopped by a signal: no error.txt, so the next `sweep run` resumes the run
+                handle.write(f"(stopped by signal {CHILDREN.signal})\n")
+                return {"id": run.id, "state": "interrupted"}
+            if code != 0:
+                lines = [line for line in stderr.splitlines() if line.strip()]
+                message = lines[-1] if lines else f"exit status {code}"
                 (folder / "error.txt").write_text(message + "\n")
                 return {"id": run.id, "state": "failed", "error": message}
-            last_stdout = done.stdout
-    result = json.loads(last_stdout.strip().splitlines()[-1])
-    result.update(id=run.id, method=run.method, grid=run.grid, seconds=time.perf_counter() - start)
+    try:
+        result = json.loads(last_stdout.strip().splitlines()[-1])
+        result.update(
+            id=run.id, method=run.method, grid=run.grid, seconds=time.perf_counter() - start
+        )
+    except (IndexError, ValueError, AttributeError):
+        message = "isa mig printed no result line"
+        (folder / "error.txt").write_text(message + "\n")
+        return {"id": run.id, "state": "failed", "error": message}
+    from isa_core import io
+
     with io.atomic_write(folder / "result.json") as handle:
         handle.write(json.dumps(result).encode())
-    return {"id": run.id, "state": "done", "mig": result["mig"], "logpx": result.get("logpx")}
+    return {"id": run.id, "state": "done", "mig": result.get("mig"), "logpx": result.get("logpx")}
 
 
 class Executor(str, Enum):
@@ -137,7 +208,7 @@ def _submit(kind: Executor, folder: Path, todo: list[Run], sweep: SweepSpec, par
     else:
         executor = submitit.LocalExecutor(folder=log_folder)
         executor.update_parameters(timeout_min=params["time"])
-    folders = [folder / "runs" / r.id for r in todo]
+    folders = [run_folder(folder, r.id) for r in todo]
     jobs = executor.map_array(_execute, todo, folders, [sweep] * len(todo))
     with (folder / "jobs.jsonl").open("a") as handle:
         for run, job in zip(todo, jobs, strict=True):
@@ -158,10 +229,17 @@ def run_command(
     ] = Executor.local,
     jobs: Annotated[int, typer.Option(min=1, help="local: runs at a time on this machine.")] = 1,
     dry_run: Annotated[
-        bool, typer.Option(help="Print the runs (JSON lines); start nothing.")
+        bool,
+        typer.Option(
+            help="Check the spec and its data, print the runs (JSON lines); start nothing."
+        ),
     ] = False,
     only: Annotated[
-        list[str] | None, typer.Option(help="Keep runs whose grid has KEY=VALUE (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Keep runs whose grid has KEY=VALUE (repeatable); numbers compare by value "
+            "(beta=1 matches 1.0)."
+        ),
     ] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     slurm_time: Annotated[int, typer.Option(help="Time limit per run, minutes.")] = 240,
@@ -174,53 +252,95 @@ def run_command(
         list[str] | None, typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).")
     ] = None,
 ) -> None:
-    """Run every run of SPEC (skip finished, resume interrupted, record failures)."""
+    """Run every run of SPEC (skip finished, resume interrupted, record failures).
+
+    Exit status: 0 when every run is done; 2 when a run failed (its log.txt is named) or on
+    bad input; 130/143 after SIGINT/SIGTERM, which is passed on to the running runs (they
+    checkpoint; the same command resumes them). Only one `sweep run` works in OUT/NAME at a
+    time."""
     sweep = load_spec(spec)
-    runs = _select(sweep.runs(), only or [])
+    runs = filter_runs(sweep.runs(), only or [])
+    if executor != Executor.slurm:  # a cluster's nodes may see paths this machine does not
+        check_data(runs)
     if dry_run:
         for run in runs:
             typer.echo(json.dumps({"id": run.id, "method": run.method, "flags": run.flags}))
         return
     folder = out / sweep.name
-    (folder / "runs").mkdir(parents=True, exist_ok=True)
-    manifest = [
-        {"id": r.id, "method": r.method, "grid": r.grid, "flags": r.flags} for r in sweep.runs()
-    ]
-    with io.atomic_write(folder / "sweep.json") as handle:
-        handle.write(json.dumps({"name": sweep.name, "runs": manifest}).encode())
-    todo = [r for r in runs if run_state(folder / "runs" / r.id)["state"] != "done"]
-    for run in runs:
-        if run not in todo:
-            typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
-    if executor != Executor.local:
-        params = slurm_parameters(
-            slurm_partition,
-            slurm_time,
-            slurm_gpus_per_task,
-            slurm_cpus_per_task,
-            slurm_mem,
-            slurm_array_parallelism,
-            slurm_account,
-            slurm_extra or [],
-        )
-        if not todo:
-            return
-        submitted = _submit(executor, folder, todo, sweep, params)
-        if executor == Executor.slurm:
-            for run, job in zip(todo, submitted, strict=True):
-                typer.echo(json.dumps({"id": run.id, "state": "submitted", "job_id": job.job_id}))
-            return
-        for job in submitted:
-            typer.echo(json.dumps(job.result()))
-        return
-    import torch
+    folders = {r.id: run_folder(folder, r.id) for r in sweep.runs()}
+    try:
+        (folder / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise IsaError(
+            f"cannot create the sweep folder {folder} ({error.strerror}); give -o/--out a "
+            "folder you can write"
+        ) from None
+    with folder_lock(folder, f"isa sweep run {spec}"):
+        manifest = [
+            {"id": r.id, "method": r.method, "grid": r.grid, "flags": r.flags} for r in sweep.runs()
+        ]
+        from isa_core import io
 
-    records = run_locally(todo, jobs, torch.cuda.device_count(), folder, sweep)
+        with io.atomic_write(folder / "sweep.json") as handle:
+            handle.write(json.dumps({"name": sweep.name, "runs": manifest}).encode())
+        todo = [r for r in runs if run_state(folders[r.id])["state"] != "done"]
+        for run in runs:
+            if run not in todo:
+                typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
+        if executor != Executor.local:
+            params = slurm_parameters(
+                slurm_partition,
+                slurm_time,
+                slurm_gpus_per_task,
+                slurm_cpus_per_task,
+                slurm_mem,
+                slurm_array_parallelism,
+                slurm_account,
+                slurm_extra or [],
+            )
+            if not todo:
+                return
+            submitted = _submit(executor, folder, todo, sweep, params)
+            if executor == Executor.slurm:
+                for run, job in zip(todo, submitted, strict=True):
+                    record = {"id": run.id, "state": "submitted", "job_id": job.job_id}
+                    typer.echo(json.dumps(record))
+                return
+            records = [job.result() for job in submitted]
+            for record in records:
+                typer.echo(json.dumps(record))
+            _check_failures(records, folders)
+            return
+        import torch
+
+        gpus = torch.cuda.device_count()
+        CHILDREN.signal = None
+        handlers = {s: signal.signal(s, CHILDREN.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            records = _report(run_locally(todo, jobs, gpus, folder, sweep), sweep, len(todo))
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+    if CHILDREN.signal is not None:
+        stopped = sum(r.get("state") in ("interrupted", "pending") for r in records)
+        name = signal.Signals(CHILDREN.signal).name
+        sys.stderr.write(
+            f"isa sweep run: stopped by {name}; {stopped} run(s) left unfinished (interrupted "
+            "runs keep their last checkpoint); run the same command again to resume them\n"
+        )
+        raise typer.Exit(143 if CHILDREN.signal == signal.SIGTERM else 130)
+    _check_failures(records, folders)
+
+
+def _report(records, sweep: SweepSpec, total: int) -> list[dict]:
+    """Print each run's record as it finishes (with a progress bar on a terminal)."""
+    done = []
     if not sys.stderr.isatty():
         for record in records:
             typer.echo(json.dumps(record))
             sys.stdout.flush()
-        return
+            done.append(record)
+        return done
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -231,13 +351,28 @@ def run_command(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("sweep", total=len(todo), failed=0)
+        task = progress.add_task("sweep", total=total, failed=0)
         failed = 0
         for record in records:
             failed += record.get("state") == "failed"
             progress.update(task, advance=1, failed=failed)
             typer.echo(json.dumps(record))
             sys.stdout.flush()
+            done.append(record)
+    return done
+
+
+def _check_failures(records: list[dict], folders: dict[str, Path]) -> None:
+    """Refuse (exit 2) when a run failed, naming how many and where their logs are."""
+    failed = [r["id"] for r in records if r.get("state") == "failed"]
+    if not failed:
+        return
+    logs = [str(folders[run_id] / "log.txt") for run_id in failed[:3]]
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    raise IsaError(
+        f"{len(failed)} of {len(records)} runs failed; see {', '.join(logs)}{more} "
+        "(or `isa sweep status`); fix the cause and run the same command again"
+    )
 
 
 def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: SweepSpec, work=None):
@@ -256,19 +391,12 @@ def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: Swee
         slot = slots.get()
         try:
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)) if gpus else None
-            return work(run, folder / "runs" / run.id, sweep, env)
+            return work(run, run_folder(folder, run.id), sweep, env)
         finally:
             slots.put(slot)
 
     with ThreadPoolExecutor(width) as pool:
         yield from pool.map(one, todo)
-
-
-def _manifest(folder: Path) -> list[dict]:
-    path = folder / "sweep.json"
-    if not path.exists():
-        raise IsaError(f"{folder} is not a sweep folder (no sweep.json); run `isa sweep run` first")
-    return json.loads(path.read_text())["runs"]
 
 
 @sweep_app.command("status")
@@ -283,8 +411,8 @@ def status_command(
     table = Table(title=f"sweep {folder}")
     for column in ("run", "state", "step", "loss", "error"):
         table.add_column(column)
-    for entry in _manifest(folder):
-        state = run_state(folder / "runs" / entry["id"])
+    for entry in load_manifest(folder):
+        state = run_state(run_folder(folder, entry["id"]))
         typer.echo(json.dumps({"id": entry["id"], **state}))
         loss = state.get("loss")
         table.add_row(
@@ -306,55 +434,101 @@ def collect_command(
 ) -> None:
     """One JSON line per finished run: grid values, config, MIG, per-factor gaps, logpx, paths."""
     rows = []
-    for entry in _manifest(folder):
-        run_dir = folder / "runs" / entry["id"]
-        if run_state(run_dir)["state"] != "done":
-            continue
-        result = json.loads((run_dir / "result.json").read_text())
-        model_meta = io.load_bundle(run_dir / "model.safetensors").metadata
-        metrics = [
-            json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-        ]
-        rows.append(
-            {
-                "id": entry["id"],
-                "method": entry["method"],
-                **entry["grid"],
-                "config": model_meta["config"],
-                "mig": result["mig"],
-                "logpx": result.get("logpx"),
-                "gaps": {f["name"]: f["gap"] for f in result["factors"]},
-                "exponents": metrics[-1].get("exponents") if metrics else None,
-                "seconds": result.get("seconds"),
-                "images_per_s": metrics[-1].get("images_per_s") if metrics else None,
-                "model": str((run_dir / "model.safetensors").resolve()),
-                "codes": str((run_dir / "codes.safetensors").resolve()),
-            }
-        )
+    for entry in load_manifest(folder):
+        run_dir = run_folder(folder, entry["id"])
+        if run_state(run_dir)["state"] == "done":
+            rows.append(_collected(entry, run_dir))
+    from isa_core import io
+
     io.write_text(
         "".join(json.dumps(r) + "\n" for r in rows), out, typer.get_binary_stream("stdout")
     )
+    if out is not None and str(out) != "-":
+        typer.echo(str(out))  # like every command that writes a file, print its path
 
 
-def read_results(path: Path) -> list[dict]:
-    """Rows of a results JSONL file (`isa sweep collect`)."""
+def _collected(entry: dict, run_dir: Path) -> dict:
+    """The results row of one finished run; a file isa did not write is refused in one line."""
+    path = run_dir / "result.json"
+    redo = f"delete {path} and run the sweep again to redo the run"
     try:
-        lines = path.read_text().splitlines()
+        result = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        raise IsaError(f"{path} is not readable JSON; {redo}") from None
+    factors = result.get("factors") if isinstance(result, dict) else None
+    if (
+        not isinstance(factors, list)
+        or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in factors)
+        or "mig" not in result
+    ):
+        raise IsaError(f"{path} is not a result of `isa sweep run`; {redo}")
+    from isa_core import io
+
+    model = run_dir / "model.safetensors"
+    config = io.load_bundle(model).metadata.get("config")
+    if not isinstance(config, dict):
+        raise IsaError(f"{model} has no run config; it was not written by isa train; {redo}")
+    config = dict(config)
+    if isinstance(config.get("steps"), int) and config["steps"] > 0:
+        config["epochs"] = None  # a run given --steps (older files stored the default 20.0)
+    last = _last_metrics(run_dir / "metrics.jsonl")
+    return {
+        "id": entry["id"],
+        "method": entry["method"],
+        **entry["grid"],
+        "config": config,
+        "mig": result["mig"],
+        "logpx": result.get("logpx"),
+        "gaps": {f["name"]: f.get("gap") for f in factors},
+        "exponents": last.get("exponents"),
+        "seconds": result.get("seconds"),
+        "images_per_s": last.get("images_per_s"),
+        "model": str(model.resolve()),
+        "codes": str((run_dir / "codes.safetensors").resolve()),
+    }
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last readable line of a metrics.jsonl ({} when there is none)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            return record
+    return {}
+
+
+def read_results(path: Path, require: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a results JSONL file (`isa sweep collect`), checked; ``require`` names the keys
+    every row must have."""
+    hint = "give the results file (JSON lines) of `isa sweep collect`"
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
     except FileNotFoundError:
         raise IsaError(
             f"{path}: no such results file; write one with `isa sweep collect`"
         ) from None
+    except IsADirectoryError:
+        raise IsaError(f"{path} is a folder; {hint}") from None
+    except UnicodeDecodeError:
+        raise IsaError(f"{path} is not text (binary data?); {hint}") from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise IsaError(f"{path}:{number} is not a JSON line") from None
+        except (ValueError, RecursionError):
+            raise IsaError(f"{path}:{number} is not a JSON line; {hint}") from None
     if not rows:
-        raise IsaError(f"{path} holds no results")
-    return rows
+        raise IsaError(f"{path} holds no results; {hint} from a sweep with finished runs")
+    return check_result_rows(rows, str(path), require)
 
 
 @app.command("select")
@@ -371,5 +545,5 @@ def select_command(
     from isa_core.sweeps import select_representatives
 
     keys = [k.strip() for k in by.split(",") if k.strip()]
-    for row in select_representatives(read_results(results), keys, quantile):
+    for row in select_representatives(read_results(results), keys, quantile, str(results)):
         typer.echo(json.dumps(row))

@@ -8,19 +8,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from isa_cli.app import app
-from isa_core import io
+from isa_cli.options import seed_option
 from isa_core.errors import IsaError
-from isa_core.toy import (
-    fa_free_energy,
-    fa_log_likelihood,
-    fa_mean_field,
-    prune_model,
-    rotation_model,
-)
+
+# numpy, torch and the toy models load inside the commands, so that `isa --help` stays fast.
+
+MAX_POINTS = 100_000
+MAX_COMPONENTS = 32
+MAX_ICA_BYTES = 4 << 30
+ICA_BYTES = 48 * 8 * 8  # per point and component: (N, K, Hermite nodes) float64, a few at once
 
 
 class Experiment(str, Enum):
@@ -36,16 +35,32 @@ def toy_fa(
     beta: Annotated[
         list[float] | None, typer.Option(help="β values (repeat the flag); 1 if none.")
     ] = None,
-    points: Annotated[int, typer.Option(help="Points along θ in [0, π] or α in [0, 1/2].")] = 181,
+    points: Annotated[
+        int, typer.Option(help=f"Points along θ in [0, π] or α in [0, 1/2] (2..{MAX_POINTS:,}).")
+    ] = 181,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="PNG of the panels.")] = None,
 ) -> None:
     """Exact log-likelihood and mean-field free energy of factor analysis: JSON lines, and a PNG."""
+    import numpy as np
+
+    from isa_core.toy import (
+        fa_free_energy,
+        fa_log_likelihood,
+        fa_mean_field,
+        prune_model,
+        rotation_model,
+    )
+
     betas = beta or [1.0]
     for b in betas:
         if not (math.isfinite(b) and b > 0):
             raise IsaError(f"--beta must be a positive number, got {b}")
     if points < 2:
         raise IsaError(f"--points must be at least 2 for a curve, got {points}")
+    if points > MAX_POINTS:
+        raise IsaError(
+            f"--points {points:,} is more than a curve can show; use at most {MAX_POINTS:,}"
+        )
     if out is not None and out.suffix.lower() != ".png":
         raise IsaError(f"{out}: figures are written as PNG; give a file name ending in .png")
     if experiment == Experiment.rotation:
@@ -57,6 +72,7 @@ def toy_fa(
     loglik = np.array([fa_log_likelihood(build(v)) for v in grid])
     curves = {b: np.array([fa_free_energy(build(v), b) for v in grid]) for b in betas}
     if out is not None:
+        from isa_core import io
         from isa_core.plots import fa_curves
 
         ellipses = []
@@ -77,14 +93,20 @@ def toy_fa(
             typer.echo(json.dumps(record))
 
 
+def panel_title(beta: float, iterations: int, pruned: list[int]) -> str:
+    """A toy-ica panel's title; components are 0-based, as in the JSON lines."""
+    which = "pruned " + ", ".join(str(k) for k in pruned) if pruned else "none pruned"
+    return f"β = {beta:g}, {iterations} steps: {which}"
+
+
 @app.command("toy-ica")
 def toy_ica(
     beta: Annotated[
         list[float] | None, typer.Option(help="β values (repeat the flag); 1 and 5 if none.")
     ] = None,
     nu: Annotated[float, typer.Option(help="Student-t degrees of freedom of the sources.")] = 3.5,
-    n: Annotated[int, typer.Option("--n", help="Number of data points.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the data.")] = 0,
+    n: Annotated[int, typer.Option("--n", help="Number of data points (at least 2).")] = 200,
+    seed: Annotated[int, seed_option("Seed of the data")] = 0,
     directions: Annotated[
         str, typer.Option(help="True component directions, degrees, comma-separated.")
     ] = "0,50,120",
@@ -96,6 +118,7 @@ def toy_ica(
 ) -> None:
     """Over-complete ICA (B.7-B.8) fitted by (β-)VI from the true model: one JSON line per β.
 
+    Components are numbered from 0, in the JSON (pruned, pairwise_angles) and the figure alike.
     Default 2,000 steps: β = 1 keeps three components, β = 5 prunes one.
     With --iterations 20000, β = 1 prunes the same one too.
     """
@@ -120,6 +143,18 @@ def toy_ica(
         ) from None
     if len(angles) < 2 or not all(math.isfinite(a) for a in angles):
         raise IsaError(f"--directions needs at least two finite angles, got {directions!r}")
+    if len(angles) > MAX_COMPONENTS:
+        raise IsaError(
+            f"--directions gives {len(angles)} components; the toy takes at most {MAX_COMPONENTS}"
+        )
+    need = n * len(angles) * ICA_BYTES
+    if need > MAX_ICA_BYTES:
+        most = MAX_ICA_BYTES // (len(angles) * ICA_BYTES)
+        raise IsaError(
+            f"--n {n:,} data points with {len(angles)} components need about "
+            f"{need / 2**30:,.1f} GiB for the fit, over the {MAX_ICA_BYTES >> 30} GiB limit; "
+            f"use at most --n {most:,}"
+        )
     if out is not None and out.suffix.lower() != ".png":
         raise IsaError(f"{out}: figures are written as PNG; give a file name ending in .png")
     problem = make_ica_problem(n, nu, seed, angles, noise)
@@ -149,18 +184,11 @@ def toy_ica(
         }
         typer.echo(json.dumps(record))
     if out is not None:
+        from isa_core import io
         from isa_core.plots import ica_components
 
         panels = [
-            (
-                f"β = {fit.beta:g}, {fit.iterations} steps: "
-                + (
-                    "pruned " + ", ".join(str(k + 1) for k in learned["pruned"])
-                    if learned["pruned"]
-                    else "none pruned"
-                ),
-                fit.w,
-            )
+            (panel_title(fit.beta, fit.iterations, learned["pruned"]), fit.w)
             for fit, learned in fits
         ]
         io.save_figure(ica_components(problem.x, problem.w_true, panels), out)

@@ -7,17 +7,20 @@ import sys
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from isa_cli.app import app
 from isa_cli.options import P0, P1, Layout, Scale, Tree, build_tree
-from isa_core import io
 from isa_core.errors import IsaError
+from isa_core.locks import folder_lock
 from isa_core.priors import LpTree
-from isa_core.training import MODEL_FILE, TrainConfig, prepare_folder, train
+
+if TYPE_CHECKING:  # torch and the training loop load only when a command runs (fast --help)
+    import torch
+
+    from isa_core.training import TrainConfig
 
 
 class PriorKind(str, Enum):
@@ -44,6 +47,8 @@ class Arch(str, Enum):
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; ``cpu``, ``cuda`` and ``cuda:N`` are taken as given."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -95,6 +100,7 @@ def prior_tree(
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("-o", "--out", help="Run folder (created).")],
     data: Annotated[str, typer.Option(help="Data set name or path (see `isa data`).")] = "dsprites",
     prior: Annotated[PriorKind, typer.Option(help="Latent prior.")] = PriorKind.isa,
@@ -131,13 +137,21 @@ def train_command(
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of every random stream.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out with its stored settings; only --steps/--epochs, "
+            "--checkpoint-every, --log-every, --device and --quiet may change."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
     log_every: Annotated[int, typer.Option(help="Log a metrics line every N steps.")] = 50,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a VAE with an L^p-nested prior; prints the path of model.safetensors."""
+    from isa_core.training import TrainConfig, preflight, prepare_folder
+
     if steps is not None and epochs is not None:
         raise IsaError("give --steps or --epochs, not both")
     if steps is not None and steps < 1:
@@ -146,8 +160,8 @@ def train_command(
         raise IsaError("--resume and --force contradict each other; pick one")
     target = resolve_device(device)
     if resume:
-        prepare_folder(out, resume=True, force=False)
-        config = _resumed_config(out, steps, epochs)
+        if not out.is_dir():
+            prepare_folder(out, resume=True, force=False)  # names the problem
     else:
         tree_spec = prior_tree(prior, layout, p0, p1, tree, latent_dim, learn_exponents)
         config = TrainConfig(
@@ -164,7 +178,7 @@ def train_command(
             closed_form_kl=closed_form_kl,
             arch=arch.value,
             steps=steps or 0,
-            epochs=20.0 if epochs is None else epochs,
+            epochs=None if steps is not None else 20.0 if epochs is None else epochs,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
@@ -172,25 +186,22 @@ def train_command(
             checkpoint_every=checkpoint_every,
             log_every=log_every,
         )
-        config.validate()
-        from isa_core.data import open_dataset
+        preflight(config)  # fail on a bad flag or --data before touching the folder
+        if out.exists() and not out.is_dir():
+            raise IsaError(f"--out {out} is a file; give a folder for the run")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise IsaError(f"cannot create the run folder {out}: {error.strerror}") from None
 
-        open_dataset(config.data)  # fail on a bad --data before touching the folder
-        prepare_folder(out, resume=False, force=force)
-
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(number: int, _frame: object) -> None:
-        received.append(number)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = _run_with_progress(config, out, target, resume, stop, quiet)
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    # The lock comes before anything is read for a resume or deleted for --force.
+    with folder_lock(out, "isa train"):
+        if resume:
+            prepare_folder(out, resume=True, force=False)
+            config = _resumed_config(ctx, out, steps, epochs)
+        else:
+            prepare_folder(out, resume=False, force=force)
+        result, received = _train_with_signals(config, out, target, resume, quiet)
     typer.echo(str(result.model_path))
     if result.interrupted:
         code = 143 if received and received[0] == signal.SIGTERM else 130
@@ -201,21 +212,115 @@ def train_command(
         raise typer.Exit(code)
 
 
-def _resumed_config(out: Path, steps: int | None, epochs: float | None) -> TrainConfig:
-    from isa_core.training import config_from_metadata
+def _train_with_signals(config, out, device, resume, quiet):
+    """Train; SIGINT/SIGTERM stop it at the next step, after a checkpoint."""
+    stop = threading.Event()
+    received: list[int] = []
 
-    meta = io.load_bundle(out / MODEL_FILE).metadata
-    if "config" not in meta:
-        raise IsaError(f"{out / MODEL_FILE} has no run config; it was not written by isa train")
-    config = config_from_metadata(meta["config"])
+    def on_signal(number: int, _frame: object) -> None:
+        received.append(number)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = _run_with_progress(config, out, device, resume, stop, quiet)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return result, received
+
+
+# What --resume may change: the run's length, its bookkeeping, and where it runs.
+RESUMABLE = {"out", "resume", "force", "steps", "epochs", "checkpoint_every", "log_every"}
+RESUMABLE |= {"device", "quiet"}
+PRIOR_FLAGS = ("prior", "layout", "p0", "p1", "tree", "latent_dim")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(name: str, value: object) -> str:
+    """A flag as the user would type it: ``--beta 100.0``, ``--no-learn-exponents``."""
+    if isinstance(value, bool):
+        return _flag(name) if value else "--no-" + name.replace("_", "-")
+    return f"{_flag(name)} {value}"
+
+
+def _resumed_config(
+    ctx: typer.Context, out: Path, steps: int | None, epochs: float | None
+) -> TrainConfig:
+    """The stored config, with the new length; refuses a given flag that would change the run."""
+    from isa_core.training import read_run_config
+
+    config = read_run_config(out)
+    # Given explicitly: typed on the command line (or set through the environment).
+    given = {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        not in ("DEFAULT", "DEFAULT_MAP")
+    }
+    for name in sorted(given - RESUMABLE - set(PRIOR_FLAGS)):
+        if not hasattr(config, name):
+            continue  # a flag of this process only (not part of the run), free to change
+        value = ctx.params[name]
+        value = value.value if isinstance(value, Enum) else value
+        stored = getattr(config, name)
+        if value != stored:
+            shown = _shown(name, stored) if isinstance(stored, bool) else str(stored)
+            raise IsaError(
+                f"{_shown(name, value)} differs from the run's {shown}; drop it or start a new "
+                "run (--resume keeps the run's settings)"
+            )
+    prior_given = [name for name in PRIOR_FLAGS if name in given]
+    if prior_given:
+        _check_prior_flags(ctx.params, config, prior_given, "learn_exponents" in given)
+    for name in ("checkpoint_every", "log_every"):
+        if name in given:
+            setattr(config, name, ctx.params[name])
     if steps is not None:
-        config.steps = steps
+        config.steps, config.epochs = steps, None
     elif epochs is not None:
         config.steps, config.epochs = 0, epochs
     return config
 
 
+def _check_prior_flags(
+    params: dict, config: TrainConfig, given: list[str], learn_given: bool
+) -> None:
+    """Refuse prior flags that, read as a new run would read them, give another prior."""
+    kind = params["prior"]
+    if "prior" in given and config.prior != "tree" and kind.value != config.prior:
+        raise IsaError(
+            f"--prior {kind.value} differs from the run's {config.prior}; drop it or start a new "
+            "run (--resume keeps the run's settings)"
+        )
+    learn = params["learn_exponents"] if learn_given else config.learn_exponents
+    built = prior_tree(
+        kind,
+        params["layout"],
+        params["p0"],
+        params["p1"],
+        params["tree"],
+        params["latent_dim"],
+        learn,
+    )
+    stored = LpTree.parse(config.tree)
+    if built != stored:
+        flags = " ".join(
+            _shown(name, params[name].value if isinstance(params[name], Enum) else params[name])
+            for name in given
+        )
+        raise IsaError(
+            f"{flags} gives the prior {built}, which differs from the run's {stored}; drop it or "
+            "start a new run (--resume keeps the run's settings)"
+        )
+
+
 def _run_with_progress(config, out, device, resume, stop, quiet):
+    from isa_core.training import train
+
     show = not quiet and sys.stderr.isatty()
     if not show:
         return train(config, out, device, resume=resume, stop=stop)

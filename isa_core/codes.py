@@ -95,12 +95,51 @@ def save_codes(path: Path | str, codes: Codes) -> None:
     io.save_bundle(path, tensors, codes.metadata)
 
 
-def is_codes_file(metadata: dict[str, Any]) -> bool:
-    return metadata.get("kind") == "codes"
+def is_codes_file(metadata: Any) -> bool:
+    return isinstance(metadata, dict) and metadata.get("kind") == "codes"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_metadata(path: Path | str, metadata: dict[str, Any], factors: int) -> None:
+    """Refuse codes metadata whose fields have the wrong types or lengths, naming the file."""
+
+    def bad(field: str, expected: str) -> IsaError:
+        return IsaError(
+            f"{path}: malformed codes metadata: '{field}' must be {expected}; "
+            "re-run `isa encode` to rewrite the file"
+        )
+
+    names = metadata.get("factor_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise bad("factor_names", "a list of strings")
+    if len(names) != factors or len(set(names)) != len(names):
+        raise bad("factor_names", f"{factors} distinct names, one per factor column")
+    sizes = metadata.get("factor_sizes")
+    if sizes is not None and (
+        not isinstance(sizes, list)
+        or len(sizes) != factors
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)
+    ):
+        raise bad("factor_sizes", f"a list of {factors} positive integers")
+    values = metadata.get("factor_values")
+    if values is not None and (
+        not isinstance(values, list)
+        or len(values) != factors
+        or not all(isinstance(v, list) and all(_is_number(x) for x in v) for v in values)
+    ):
+        raise bad("factor_values", f"a list of {factors} lists of numbers")
+    config = metadata.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise bad("config", "an object")
+    if isinstance(config, dict) and not isinstance(config.get("tree", ""), str):
+        raise bad("config.tree", "a tree spec string")
 
 
 def load_codes(path: Path | str) -> Codes:
-    """Read and validate a codes file."""
+    """Read and validate a codes file; raise IsaError naming the file for any malformed part."""
     bundle = io.load_bundle(path)
     if not is_codes_file(bundle.metadata):
         raise IsaError(f"{path} is not a codes file (write one with `isa encode`)")
@@ -108,16 +147,32 @@ def load_codes(path: Path | str) -> Codes:
     for key in ("mean", "logvar"):
         if key not in tensors:
             raise IsaError(f"{path} has no '{key}' tensor; re-run `isa encode`")
+        if not tensors[key].is_floating_point():
+            raise IsaError(f"{path}: '{key}' has dtype {tensors[key].dtype}; expected float32")
     if "factors" not in tensors or "factor_names" not in bundle.metadata:
         raise IsaError(f"{path} has no factors; MIG needs the ground-truth factors of each image")
+    if tensors["factors"].is_floating_point() or tensors["factors"].is_complex():
+        raise IsaError(f"{path}: 'factors' has dtype {tensors['factors'].dtype}; expected int64")
     mean, logvar = tensors["mean"].double().numpy(), tensors["logvar"].double().numpy()
-    factors = tensors["factors"].numpy()
-    if mean.shape != logvar.shape or mean.ndim != 2 or factors.shape[0] != mean.shape[0]:
+    factors = tensors["factors"].to(torch.int64).numpy()
+    if (
+        mean.shape != logvar.shape
+        or mean.ndim != 2
+        or factors.ndim != 2
+        or factors.shape[0] != mean.shape[0]
+    ):
         raise IsaError(
             f"{path}: mean {mean.shape}, logvar {logvar.shape} and factors "
             f"{factors.shape} do not fit together"
         )
     if not (np.isfinite(mean).all() and np.isfinite(logvar).all()):
         raise IsaError(f"{path}: the codes contain NaN or inf (the model may have diverged)")
-    logpx = tensors["logpx"].double().numpy() if "logpx" in tensors else None
-    return Codes(mean, logvar, factors.astype(np.int64), logpx, bundle.metadata)
+    _check_metadata(path, bundle.metadata, factors.shape[1])
+    logpx = None
+    if "logpx" in tensors:
+        logpx = tensors["logpx"].double().numpy()
+        if logpx.shape != (len(mean),) or not np.isfinite(logpx).all():
+            raise IsaError(
+                f"{path}: 'logpx' must hold {len(mean)} finite values, got shape {logpx.shape}"
+            )
+    return Codes(mean, logvar, factors, logpx, bundle.metadata)

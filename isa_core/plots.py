@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,9 +13,21 @@ import torch
 from matplotlib.figure import Figure
 
 from isa_core.data.base import GroundTruthData
+from isa_core.errors import IsaError
 from isa_core.priors import LpNested
 
 __all__ = ["factor_sweeps", "prior_contours"]
+
+
+MAX_EXTENT = 1e100  # beyond, the grid's spacing overflows float64 and |z|^p is inf
+
+
+def _check_extent(extent: float) -> None:
+    if not (math.isfinite(extent) and 0 < extent <= MAX_EXTENT):
+        raise IsaError(
+            f"the plot extent must be a positive number up to {MAX_EXTENT:g}, got {extent:g}; "
+            "give --extent, e.g. 3"
+        )
 
 
 def prior_contours(
@@ -31,6 +45,8 @@ def prior_contours(
         raise ValueError(f"contour plots need a 2-D prior, got n = {prior.tree.n}")
     if extent is None:
         extent = float(np.quantile(np.abs(samples), 0.999)) * 1.1 if len(samples) else 3.0
+        extent = extent if math.isfinite(extent) and extent > 0 else 3.0
+    _check_extent(extent)
     axis = np.linspace(-extent, extent, resolution)
     grid_x, grid_y = np.meshgrid(axis, axis)
     grid = torch.from_numpy(np.stack([grid_x, grid_y], -1))
@@ -40,8 +56,9 @@ def prior_contours(
     ax = fig.add_subplot()
     filled = ax.contourf(grid_x, grid_y, np.exp(log_density), levels=30, cmap="Blues")
     fig.colorbar(filled, ax=ax, label="density p(z)", shrink=0.85)
-    if len(samples):
-        sample_logp = prior.log_prob(torch.from_numpy(samples.astype(np.float64))).numpy()
+    sample_logp = prior.log_prob(torch.from_numpy(samples.astype(np.float64))).numpy()
+    sample_logp = sample_logp[np.isfinite(sample_logp)]  # far-out samples can underflow to -inf
+    if len(sample_logp):
         masses = (0.99, 0.9, 0.7, 0.5, 0.3, 0.1)
         levels = np.unique(np.quantile(sample_logp, [1 - m for m in masses]))
         lines = ax.contour(
@@ -55,6 +72,7 @@ def prior_contours(
         )
         labels = {lv: f"{m:.0%}" for lv, m in zip(levels, masses[: len(levels)], strict=False)}
         ax.clabel(lines, fmt=labels, fontsize=7)
+    if len(samples):
         ax.scatter(
             samples[:, 0],
             samples[:, 1],
@@ -247,7 +265,8 @@ def fa_curves(
 
 def ica_components(x: np.ndarray, w_true: np.ndarray, fits: list[tuple[str, np.ndarray]]) -> Figure:
     """Appendix B.8 panels: data points, true component directions (blue) and learned ones (red),
-    each a line through the origin scaled by the column's norm; one panel per fit."""
+    each a line through the origin scaled by the column's norm and labelled by its 0-based
+    column index; one panel per fit."""
     fig = Figure(figsize=(3.6 * len(fits), 3.8), dpi=110)
     reach = float(np.quantile(np.abs(x), 0.98)) * 1.1
     for i, (title, w) in enumerate(fits, start=1):
@@ -269,8 +288,8 @@ def ica_components(x: np.ndarray, w_true: np.ndarray, fits: list[tuple[str, np.n
                     lw=2,
                     label=label if k == 0 else None,
                 )
-                if color == "tab:red":
-                    ax.annotate(f"{k + 1}", end, color=color, fontsize=8)
+                if color == "tab:red":  # numbered from 0, like the JSON of `isa toy-ica`
+                    ax.annotate(f"{k}", end, color=color, fontsize=8)
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
         ax.set_aspect("equal")
@@ -337,6 +356,10 @@ def mig_distribution(rows: list[dict], beta: float | None = None) -> Figure:
     chosen = [r for r in rows if beta is None or r.get("beta") == beta]
     methods = sorted({str(r.get("method")) for r in chosen})
     values = [np.array([r["mig"] for r in chosen if str(r.get("method")) == m]) for m in methods]
+    for v in values:  # MIG lies in 0..1; allow estimation noise, refuse what must be damage
+        if len(v) and not (v.dtype.kind in "fiu" and np.all((v >= -1) & (v <= 2))):
+            bad = next(x for x in v.tolist() if not (isinstance(x, (int, float)) and -1 <= x <= 2))
+            raise IsaError(f"a results row has mig = {bad!r}, far outside 0..1; it is damaged")
     fig = Figure(figsize=(1.8 * len(methods) + 2.0, 4.2), dpi=110)
     ax = fig.add_subplot()
     ax.boxplot(values, showmeans=True)
@@ -392,6 +415,7 @@ def exponent_histograms(rows: list[dict], bins: int = 20) -> Figure:
 
 def prior_contour_grid(priors: list[LpNested], extent: float = 3.0) -> Figure:
     """Iso-density contours of several 2-D L^p-nested priors side by side (Figs. 2, 3)."""
+    _check_extent(extent)
     fig = Figure(figsize=(2.8 * len(priors) + 0.4, 3.0), dpi=110)
     axes = fig.subplots(1, len(priors), squeeze=False)[0]
     axis = np.linspace(-extent, extent, 241)

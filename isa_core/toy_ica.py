@@ -82,8 +82,10 @@ def make_ica_problem(
         raise IsaError(f"--n must be at least 1, got {n}")
     if not nu > 0:
         raise IsaError(f"--nu must be positive, got {nu}")
-    if not noise_std > 0:
-        raise IsaError(f"the noise std must be positive, got {noise_std}")
+    if not 1e-150 <= noise_std <= 1e150:  # its square must stay a positive float64
+        raise IsaError(f"--noise must lie in 1e-150..1e150, got {noise_std:g}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+        raise IsaError(f"--seed must be a whole number in 0..2^63-1, got {seed!r}")
     rng = np.random.default_rng(seed)
     w = directions_to_matrix(directions)
     z = rng.standard_t(nu, size=(n, w.shape[1]))

@@ -111,7 +111,7 @@ def test_run_skip_resume_status_collect(tmp_path: Path) -> None:
     process.communicate(timeout=120)
     assert process.returncode == 130
     result = run_isa(["sweep", "run", str(spec_path), "-o", str(out)])
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert {r["id"]: r["state"] for r in records} == {"isa_seed0": "done", "isa_seed1": "done"}
     assert "--resume" in (folder / "log.txt").read_text()
@@ -133,6 +133,7 @@ def test_run_skip_resume_status_collect(tmp_path: Path) -> None:
     for key in ("config", "mig", "logpx", "gaps", "exponents", "seconds", "model", "codes"):
         assert key in rows[1]
     assert rows[1]["config"]["steps"] == 40 and 0 <= rows[1]["mig"] <= 1
+    assert rows[1]["config"]["epochs"] is None  # given --steps, so no epochs were asked for
 
 
 def test_failed_run_is_recorded_and_others_continue(tmp_path: Path) -> None:
@@ -142,7 +143,10 @@ def test_failed_run_is_recorded_and_others_continue(tmp_path: Path) -> None:
     spec_path = write(tmp_path, text)
     out = tmp_path / "sweeps"
     result = run_isa(["sweep", "run", str(spec_path), "-o", str(out), "--only", "seed=0"])
-    assert result.returncode == 0, result.stderr.decode()
+    # some runs failed: exit 2, naming how many and where their logs are
+    assert result.returncode == 2, result.stderr.decode()
+    log = out / "tiny" / "runs" / "isa_seed0" / "log.txt"
+    assert f"1 of 2 runs failed; see {log}" in result.stderr.decode()
     states = {
         json.loads(line)["id"]: json.loads(line) for line in result.stdout.decode().splitlines()
     }

@@ -150,6 +150,11 @@ class ArrayData(GroundTruthData):
         self._images = images
         _, height, width, channels = images.shape
         self.image_shape = (channels, height, width)
+        if not len(images) or not self.factor_names or 0 in (height, width, channels):
+            raise IsaError(
+                f"{name}: no images or no factors ({tuple(images.shape)}, factors "
+                f"{list(self.factor_names)}); a data set needs both"
+            )
         if len(images) != len(self):
             raise IsaError(
                 f"{name}: {len(images)} images but the factor grid "

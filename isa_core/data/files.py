@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
-import pickle
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +33,65 @@ DSPRITES_FACTORS = ("shape", "scale", "orientation", "x", "y")
 _ROWS_PER_READ = 8192
 
 
+# What a damaged archive or NPY member can raise while being read.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError)
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file (b"" for a folder or a missing file)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except (IsADirectoryError, FileNotFoundError):
+        return b""
+    except OSError as error:
+        raise IsaError(f"cannot read {path}: {error.strerror}") from None
+
+
 def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
-    head = path.read_bytes()[:4] if path.is_file() else b""
-    if head[:1] == b"\x80":
+    if _head(path, 1) == b"\x80":
         raise IsaError(f"{path} is a Python pickle; isa never loads pickles (they can run code)")
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise IsaError(f"{path}: no such file; check the path") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+    except _CORRUPT as error:
         raise IsaError(
             f"{path} is not a readable .npz archive (truncated or corrupt: {error})"
         ) from None
 
 
+def _declared_shape(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from a member's NPY header, checked against the bytes it holds, so a
+    header declaring a huge array is refused before anything is allocated."""
+    names = npz.zip.namelist()
+    name = f"{key}.npy" if f"{key}.npy" in names else key
+    try:
+        info = npz.zip.getinfo(name)
+        with npz.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            header = member.tell()
+    except _CORRUPT as error:
+        raise IsaError(f"{path}: entry '{key}' has a corrupt NPY header ({error})") from None
+    if dtype.hasobject:
+        raise IsaError(f"{path}: entry '{key}' is a pickled object; isa will not load it")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size - header:
+        raise IsaError(
+            f"{path}: entry '{key}' declares {dtype} {shape} ({declared / 2**30:,.2f} GiB) but "
+            f"holds {max(0, info.file_size - header):,} bytes; the file is truncated or corrupt"
+        )
+    return shape, dtype
+
+
 def _member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     if key not in npz.files:
         raise IsaError(f"{path} has no '{key}' entry (it has: {', '.join(npz.files)})")
+    _declared_shape(npz, key, path)
     try:
         return npz[key]
     except ValueError as error:
@@ -57,8 +100,14 @@ def _member(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
                 f"{path}: entry '{key}' is a pickled object; isa will not load it"
             ) from None
         raise IsaError(f"{path}: entry '{key}' is truncated or corrupt ({error})") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+    except _CORRUPT as error:
         raise IsaError(f"{path}: entry '{key}' is truncated or corrupt ({error})") from None
+
+
+def _check_numbers(array: np.ndarray, key: str, path: Path, kinds: str, expected: str) -> None:
+    """Refuse an entry whose dtype is not one of ``kinds`` (numpy dtype kind letters)."""
+    if array.dtype.kind not in kinds:
+        raise IsaError(f"{path}: entry '{key}' has dtype {array.dtype}; expected {expected}")
 
 
 def _grid_order(
@@ -70,13 +119,21 @@ def _grid_order(
             f"{path}: factor classes must be integers of shape (N, {len(names)}), got "
             f"{classes.dtype} {classes.shape}"
         )
-    if classes.size and classes.min() < 0:
+    if not len(classes) or not names:
+        raise IsaError(f"{path} holds no images or no factors; a data set needs both")
+    if classes.min() < 0:
         raise IsaError(f"{path}: factor classes must be >= 0")
-    sizes = tuple(int(m) + 1 for m in classes.max(axis=0)) if classes.size else (0,) * len(names)
+    sizes = tuple(int(m) + 1 for m in classes.max(axis=0))
+    total = math.prod(sizes)  # Python ints: no overflow before the check below
+    if len(classes) != total:
+        raise IsaError(
+            f"{path}: the factors ({', '.join(names)}) do not form a full grid: they span "
+            f"{'x'.join(map(str, sizes))} = {total:,} cells but there are {len(classes):,} rows; "
+            "isa needs every combination exactly once"
+        )
     strides = np.cumprod((1, *sizes[:0:-1]))[::-1]
     flat = (classes.astype(np.int64) * strides).sum(axis=1)
-    total = int(np.prod(sizes))
-    if len(classes) != total or len(np.unique(flat)) != total:
+    if len(np.unique(flat)) != total:
         raise IsaError(
             f"{path}: the factors ({', '.join(names)}) do not form a full grid "
             f"{'x'.join(map(str, sizes))}: {len(classes)} rows, {len(np.unique(flat))} distinct "
@@ -95,6 +152,7 @@ def load_dsprites_npz(path: Path) -> GroundTruthData:
             f"{path}: latents_classes and latents_values must both be (N, 6) "
             f"(color, shape, scale, orientation, posX, posY); got {classes.shape}, {values.shape}"
         )
+    _check_numbers(values, "latents_values", path, "fiu", "float64 numbers")
     flat, sizes = _grid_order(classes[:, 1:], path, DSPRITES_FACTORS)
     factor_values = []
     for k in range(5):
@@ -112,7 +170,7 @@ def _stream_packed_images(path: Path, count: int, flat: np.ndarray) -> np.ndarra
         member = archive.open("imgs.npy")
     except KeyError:
         raise IsaError(f"{path} has no 'imgs' entry") from None
-    except zipfile.BadZipFile as error:
+    except _CORRUPT as error:
         raise IsaError(f"{path} is truncated or corrupt ({error})") from None
     with archive, member:
         try:
@@ -121,7 +179,7 @@ def _stream_packed_images(path: Path, count: int, flat: np.ndarray) -> np.ndarra
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-        except ValueError as error:
+        except _CORRUPT as error:
             raise IsaError(f"{path}: 'imgs' has a corrupt NPY header ({error})") from None
         if shape != (count, 64, 64) or dtype != np.uint8 or fortran:
             raise IsaError(
@@ -133,7 +191,7 @@ def _stream_packed_images(path: Path, count: int, flat: np.ndarray) -> np.ndarra
             rows = min(_ROWS_PER_READ, count - done)
             try:
                 data = member.read(rows * 4096)
-            except (zipfile.BadZipFile, EOFError, OSError) as error:
+            except _CORRUPT as error:
                 raise IsaError(f"{path}: 'imgs' is truncated or corrupt ({error})") from None
             if len(data) != rows * 4096:
                 raise IsaError(f"{path}: 'imgs' is truncated after {done} images")
@@ -150,8 +208,14 @@ def load_generic_npz(path: Path) -> GroundTruthData:
     npz = _open_npz(path)
     images = _member(npz, "images", path)
     factors = _member(npz, "factors", path)
-    names = tuple(str(n) for n in _member(npz, "factor_names", path).reshape(-1))
-    sizes = tuple(int(s) for s in _member(npz, "factor_sizes", path).reshape(-1))
+    raw_names = _member(npz, "factor_names", path)
+    _check_numbers(raw_names, "factor_names", path, "US", "strings")
+    raw_sizes = _member(npz, "factor_sizes", path)
+    _check_numbers(raw_sizes, "factor_sizes", path, "iu", "integers (int64)")
+    names = tuple(str(n) for n in raw_names.reshape(-1))
+    sizes = tuple(int(s) for s in raw_sizes.reshape(-1))
+    if len(set(names)) != len(names):
+        raise IsaError(f"{path}: factor_names {list(names)} repeat a name; name each factor once")
     if len(names) != len(sizes):
         raise IsaError(f"{path}: {len(names)} factor_names but {len(sizes)} factor_sizes")
     if images.ndim not in (3, 4) or images.dtype != np.uint8:
@@ -168,6 +232,7 @@ def load_generic_npz(path: Path) -> GroundTruthData:
     for name, size in zip(names, sizes, strict=True):
         key = f"factor_values_{name}"
         column = _member(npz, key, path) if key in npz.files else np.arange(size, dtype=float)
+        _check_numbers(column, key, path, "fiu", "float64 numbers")
         if column.shape != (size,):
             raise IsaError(f"{path}: {key} must have shape ({size},), got {column.shape}")
         values.append(column.astype(np.float64))
@@ -193,9 +258,15 @@ def load_cars3d(folder: Path) -> GroundTruthData:
         except Exception as error:  # scipy raises several types for damaged files
             raise IsaError(f"{file} is not a readable .mat file ({error})") from None
         im = content.get("im")
-        if im is None or im.shape != (128, 128, 3, 24, 4):
-            shape = None if im is None else im.shape
-            raise IsaError(f"{file}: expected 'im' of shape (128, 128, 3, 24, 4), got {shape}")
+        if (
+            not isinstance(im, np.ndarray)
+            or im.shape != (128, 128, 3, 24, 4)
+            or im.dtype.kind not in "fiu"
+        ):
+            shape = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+            raise IsaError(
+                f"{file}: expected 'im' of numbers, shape (128, 128, 3, 24, 4), got {shape}"
+            )
         views = torch.from_numpy(np.ascontiguousarray(im)).float()  # (H, W, C, az, el)
         views = views.permute(4, 3, 2, 0, 1).reshape(96, 3, 128, 128)  # (el*az, C, H, W)
         small = F.avg_pool2d(views, 2)  # (96, 3, 64, 64)
@@ -213,11 +284,11 @@ def load_faces3d(path: Path) -> GroundTruthData:
     if path.suffix == ".npz":
         tensor = torch.from_numpy(_member(_open_npz(path), "images", path))
     else:
-        if path.read_bytes()[:1] == b"\x80":
+        if _head(path, 1) == b"\x80":
             raise IsaError(f"{path} is a raw Python pickle; isa never loads pickles")
         try:
             tensor = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        except Exception as error:  # torch raises many types for damaged or hostile files
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise IsaError(
                 f"{path} is not a plain tensor file (truncated, corrupt, or holding objects "

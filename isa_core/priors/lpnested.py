@@ -28,11 +28,15 @@ from torch.distributions import Distribution, constraints, transform_to
 
 from isa_core.errors import IsaError
 from isa_core.priors.sampling import sample_isa, sample_nested
-from isa_core.priors.tree import LpTree
+from isa_core.priors.tree import EXPONENT_RANGE, LpTree
 
 __all__ = ["LpNested", "LpNestedPrior"]
 
 _CHUNK_ROWS = 1 << 14
+# Drawing holds the leaf draws, the Gamma draws and the result at once, and a caller writing
+# NPY copies the result about twice more: about 4x the float64 output. Bound that.
+MAX_SAMPLE_BYTES = 4 << 30
+_WORKING_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,10 @@ class LpNested(Distribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Log-density of Eq. 7, batched over leading dimensions."""
+        if value.shape[:-1].numel() == 0:  # torch's support check fails on empty batches
+            if value.shape[-1:] != (self.tree.n,):
+                raise IsaError(f"points must have {self.tree.n} columns, got {tuple(value.shape)}")
+            return value.new_empty(value.shape[:-1])
         if self._validate_args:
             self._validate_sample(value)
         normalizer = self.log_normalizer(value.dtype)
@@ -227,9 +235,19 @@ class LpNested(Distribution):
         """Exact draws of shape ``sample_shape + (n,)`` in the exponents' dtype.
 
         ``method="nested"`` is Algorithm 1 (any tree); ``"isa"`` the per-subspace route.
+        Raises IsaError when the draws would need more than ``MAX_SAMPLE_BYTES`` of memory, or
+        when they are not finite (exponents or a scale so extreme that float64 overflows).
         """
+        rows = math.prod(int(d) for d in sample_shape)  # Python ints: no overflow here
+        need = rows * self.tree.n * 8 * _WORKING_COPIES
+        if need > MAX_SAMPLE_BYTES:
+            most = MAX_SAMPLE_BYTES // (self.tree.n * 8 * _WORKING_COPIES)
+            raise IsaError(
+                f"{rows:,} samples of n = {self.tree.n} dimensions need about "
+                f"{need / 2**30:,.1f} GiB of memory, over the {MAX_SAMPLE_BYTES >> 30} GiB "
+                f"limit; draw at most {most:,} per call (e.g. several calls with different seeds)"
+            )
         shape = torch.Size(sample_shape)
-        rows = shape.numel()
         tree = self.tree.with_exponents(self.exponents.detach().cpu().tolist())
         scale = float(self.scale)
         device = self.exponents.device
@@ -241,6 +259,14 @@ class LpNested(Distribution):
             z = sample_isa(tree, scale, rows, generator, device)
         else:
             raise IsaError(f"unknown sampling method {method!r}; use 'nested' or 'isa'")
+        if not bool(torch.isfinite(z).all()):
+            bad = int((~torch.isfinite(z)).any(-1).sum())
+            raise IsaError(
+                f"{bad:,} of {rows:,} samples of {tree} with scale s = {scale:g} are inf or NaN: "
+                "float64 overflows or underflows for these exponents and this scale; keep the "
+                f"exponents within {EXPONENT_RANGE[0]:g}..{EXPONENT_RANGE[1]:g} and s moderate "
+                "(e.g. 2)"
+            )
         return z.to(self.exponents.dtype).reshape(*shape, self.tree.n)
 
 

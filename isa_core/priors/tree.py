@@ -12,6 +12,13 @@ Textual spec (``--tree``)::
 
 ISA 5x4 with p0 = 2.1, p_i = 2.2 is ``2.1(2.2(4),2.2(4),2.2(4),2.2(4),2.2(4))``; the ICA prior
 on 10 dimensions is ``1.5(10)``; Eq. 6 is ``p0(1,p1(2))``.
+
+Limits. A tree has at most ``MAX_LEAVES`` leaves and ``MAX_DEPTH`` levels, so its tables fit
+in memory and every recursive walk stays far from Python's recursion limit. Trees built from
+user input (``parse``, ``isa``, ``gennorm``, ``normal``) take exponents in ``EXPONENT_RANGE``:
+there sampling and the log-density are finite and accurate in float64 (below 0.05 the radius
+overflows for moderate n; above 20 the Gamma and |g|^p draws of Algorithm 1 start to underflow
+to 0, which gives inf/NaN samples); trees built in code need only positive finite exponents.
 """
 
 from __future__ import annotations
@@ -24,17 +31,38 @@ from functools import cached_property
 
 from isa_core.errors import IsaError
 
-__all__ = ["LpTree", "parse_layout"]
+__all__ = ["EXPONENT_RANGE", "MAX_DEPTH", "MAX_LEAVES", "LpTree", "parse_layout"]
+
+MAX_LEAVES = 100_000
+MAX_DEPTH = 100
+EXPONENT_RANGE = (0.05, 20.0)
+_BYTES_PER_LEAF = 2048  # measured: the tree, its plan and tables take about 1.8 KB per leaf
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|nan)", re.IGNORECASE)
 
 
-def _check_exponent(p: float, where: str) -> float:
+def _check_exponent(p: float, where: str, supported: bool = False) -> float:
+    """``p`` as a float; with ``supported``, also inside ``EXPONENT_RANGE``."""
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise IsaError(f"exponent {p!r} in {where} is not a number; use e.g. 2.2")
     if not math.isfinite(p) or p <= 0:
         raise IsaError(f"exponent {p!r} in {where} must be a positive finite number, e.g. 2.2")
+    low, high = EXPONENT_RANGE
+    if supported and not low <= p <= high:
+        raise IsaError(
+            f"exponent {p!r} in {where} is outside {low:g}..{high:g}, the range where sampling "
+            "and the log-density stay finite and accurate in float64; use e.g. 2.2"
+        )
     return float(p)
+
+
+def _check_leaves(n: int, what: str) -> None:
+    if n > MAX_LEAVES:
+        gib = n * _BYTES_PER_LEAF / 2**30
+        raise IsaError(
+            f"{what} has n = {n:,} dimensions, about {gib:,.1f} GiB of per-dimension tables; "
+            f"isa supports at most n = {MAX_LEAVES:,}; use a smaller --layout or --tree"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,13 @@ class LpTree:
             else:
                 merged.append(child)
         object.__setattr__(self, "children", tuple(merged))
+        # Children are built first, so their n and depth are cached: these are cheap.
+        _check_leaves(self.n, "the L^p-nested tree")
+        if self.depth > MAX_DEPTH:
+            raise IsaError(
+                f"the L^p-nested tree is nested {self.depth} levels deep; isa supports at most "
+                f"{MAX_DEPTH}"
+            )
 
     # -- construction -------------------------------------------------------------------
 
@@ -83,18 +118,21 @@ class LpTree:
         sizes = list(layout)
         if not sizes:
             raise IsaError("the ISA layout is empty; give subspace sizes, e.g. 5x4 or 4,4,3")
+        _check_leaves(sum(sizes), "the ISA layout")
         p_sub = [p1] * len(sizes) if isinstance(p1, (int, float)) else list(p1)
         if len(p_sub) != len(sizes):
             raise IsaError(
                 f"--p1 has {len(p_sub)} values but the layout has {len(sizes)} subspaces; "
                 "give one value or one per subspace"
             )
-        return cls(p0, tuple(cls(p, (k,)) for p, k in zip(p_sub, sizes, strict=True)))
+        root = _check_exponent(p0, "--p0", supported=True)
+        sub = [_check_exponent(p, "--p1", supported=True) for p in p_sub]
+        return cls(root, tuple(cls(p, (k,)) for p, k in zip(sub, sizes, strict=True)))
 
     @classmethod
     def gennorm(cls, n: int, p: float) -> LpTree:
         """One node over n leaves: the p-generalized normal / ICA prior of Eq. 5."""
-        return cls(p, (n,))
+        return cls(_check_exponent(p, "the generalized normal", supported=True), (n,))
 
     @classmethod
     def normal(cls, n: int) -> LpTree:
@@ -122,6 +160,11 @@ class LpTree:
     def n(self) -> int:
         """Number of leaves, the dimension of z."""
         return sum(c.n if isinstance(c, LpTree) else c for c in self.children)
+
+    @cached_property
+    def depth(self) -> int:
+        """Levels of inner nodes: 1 for ``2(4)``, 2 for an ISA tree."""
+        return 1 + max((c.depth for c in self.children if isinstance(c, LpTree)), default=0)
 
     @cached_property
     def inner_nodes(self) -> tuple[LpTree, ...]:
@@ -210,30 +253,42 @@ def parse_layout(layout: str) -> tuple[int, ...]:
     try:
         if "x" in text:
             count, size = (int(part) for part in text.split("x"))
-            sizes = (size,) * count
+            sizes = None
         else:
             sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise IsaError(
             f"cannot parse layout {layout!r}; use COUNTxSIZE like 5x4 or sizes like 4,4,3"
         ) from None
+    if sizes is None:
+        if count >= 1 and size >= 1:  # bound the size before building the tuple
+            _check_leaves(count * size, f"layout {layout!r}")
+        sizes = (size,) * max(count, 0)
     if not sizes or any(k < 1 for k in sizes):
         raise IsaError(f"layout {layout!r} needs at least one subspace, each of size >= 1")
+    _check_leaves(sum(sizes), f"layout {layout!r}")
     return sizes
 
 
 class _Parser:
-    """Recursive-descent parser for the tree grammar, with positions in its errors."""
+    """Recursive-descent parser for the tree grammar, with positions in its errors.
+
+    Nesting is limited to ``MAX_DEPTH`` levels, checked before descending, so a deeply
+    nested spec is refused with a message instead of exhausting the Python stack.
+    """
 
     def __init__(self, spec: str) -> None:
+        if not isinstance(spec, str):
+            raise IsaError(f"a tree spec must be text like 2.1(2.2(4),2.2(4)), got {spec!r}")
         self.spec = spec
         self.pos = 0
+        self.depth = 0
 
     def fail(self, expected: str) -> IsaError:
         found = repr(self.spec[self.pos]) if self.pos < len(self.spec) else "the end"
         return IsaError(
-            f"malformed tree spec {self.spec!r}: expected {expected} at position {self.pos}, "
-            f"found {found}; write e.g. 2.1(2.2(4),2.2(4))"
+            f"malformed tree spec {_excerpt(self.spec)}: expected {expected} at position "
+            f"{self.pos}, found {found}; write e.g. 2.1(2.2(4),2.2(4))"
         )
 
     def skip_space(self) -> None:
@@ -262,7 +317,14 @@ class _Parser:
         self.skip_space()
         if self.pos >= len(self.spec) or self.spec[self.pos] != "(":
             raise self.fail("'(' after the exponent")
-        p = _check_exponent(float(text), f"tree spec {self.spec!r} (position {start})")
+        where = f"tree spec {_excerpt(self.spec)} (position {start})"
+        p = _check_exponent(float(text), where, supported=True)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise IsaError(
+                f"tree spec {_excerpt(self.spec)} is nested more than {MAX_DEPTH} levels deep "
+                f"(at position {start}); isa supports at most {MAX_DEPTH}"
+            )
         self.pos += 1
         children: list[LpTree | int] = [self.child()]
         while True:
@@ -272,6 +334,7 @@ class _Parser:
                 children.append(self.child())
             elif self.pos < len(self.spec) and self.spec[self.pos] == ")":
                 self.pos += 1
+                self.depth -= 1
                 return LpTree(p, tuple(children))
             else:
                 raise self.fail("',' or ')'")
@@ -284,7 +347,19 @@ class _Parser:
         if self.pos < len(self.spec) and self.spec[self.pos] == "(":
             self.pos = save
             return self.node()
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdigit() or not text.strip("0"):
             self.pos = start
             raise self.fail("a leaf count (a whole number >= 1) or a node P(...)")
+        if len(text.lstrip("0")) > 18:  # far above MAX_LEAVES; int() of huge text is slow
+            raise IsaError(
+                f"leaf count {text[:20]}... in tree spec {_excerpt(self.spec)} is too large; "
+                f"isa supports at most n = {MAX_LEAVES:,} dimensions"
+            )
         return int(text)
+
+
+def _excerpt(spec: str, limit: int = 60) -> str:
+    """The spec quoted for a message, shortened when long."""
+    return (
+        repr(spec) if len(spec) <= limit else repr(spec[:limit]) + f"... ({len(spec)} characters)"
+    )

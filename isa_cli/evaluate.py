@@ -13,7 +13,7 @@ import typer
 
 from isa_cli.app import app
 from isa_cli.options import check_path_text, seed_option
-from isa_cli.train import resolve_device
+from isa_cli.train import PRECISION_HELP, Precision, resolve_device
 from isa_core.data import open_dataset
 from isa_core.errors import IsaError
 
@@ -66,11 +66,21 @@ def _progress(label: str, quiet: bool):
     return progress, lambda done, total: progress.update(task, completed=done, total=total)
 
 
-def _encode_model(path: Path, data: str | None, batch_size: int, device: str, quiet: bool):
+def _encode_model(
+    path: Path,
+    data: str | None,
+    batch_size: int,
+    device: str,
+    quiet: bool,
+    precision: str | None = None,
+):
+    """Codes of the model at ``path``, in ``precision`` or else the one it was trained with."""
     from isa_core.codes import encode
-    from isa_core.training import load_model
+    from isa_core.training import config_from_metadata, load_model
 
     model, meta = load_model(path)
+    # The requested precision it was trained with (auto resolves again for this device).
+    precision = precision or config_from_metadata(meta["config"], str(path)).precision
     source = data or meta["config"]["data"]
     try:
         dataset = open_dataset(source)
@@ -79,11 +89,14 @@ def _encode_model(path: Path, data: str | None, batch_size: int, device: str, qu
             f"the model's data {source!r} is not available ({error}); pass --data"
         ) from None
     progress, callback = _progress("encode", quiet)
+    target = resolve_device(device)
     if progress is not None:
         with progress:
-            codes = encode(model, dataset, resolve_device(device), batch_size, on_batch=callback)
+            codes = encode(
+                model, dataset, target, batch_size, on_batch=callback, precision=precision
+            )
     else:
-        codes = encode(model, dataset, resolve_device(device), batch_size)
+        codes = encode(model, dataset, target, batch_size, precision=precision)
     codes.metadata.update(model=str(path.resolve()), config=meta["config"], data_source=source)
     return codes
 
@@ -113,6 +126,13 @@ def encode_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 2048,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        Precision | None,
+        typer.Option(
+            help=PRECISION_HELP + " The codes are float32 either way.",
+            show_default="the model's (fp32 for models from before --precision)",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -126,7 +146,8 @@ def encode_command(
     from isa_core.codes import save_codes
 
     path = io.read_paths(model, _stdin())[0]
-    codes = _encode_model(path, data, batch_size, device, quiet)
+    chosen = None if precision is None else precision.value
+    codes = _encode_model(path, data, batch_size, device, quiet, chosen)
     target = out or path.parent / "codes.safetensors"
     save_codes(target, codes)
     typer.echo(str(Path(target).resolve()))

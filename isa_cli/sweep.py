@@ -30,6 +30,7 @@ from isa_core.sweeps import (
     load_spec,
     run_folder,
     run_state,
+    threads_per_run,
 )
 
 sweep_app = typer.Typer(help="Sweeps: grids of train -> encode -> mig runs.", no_args_is_help=True)
@@ -110,6 +111,8 @@ def _execute(run: Run, folder: Path, spec: SweepSpec, env: dict | None = None) -
     train.append("--resume" if resume else "--force")
     if resume:  # a resumed run keeps its stored config; only the length may be extended
         train = [_isa(), "train", "-o", str(folder), "--resume", "-q"]
+    if env is not None and "OMP_NUM_THREADS" in env:  # the run's share of the cores
+        train += ["--threads", env["OMP_NUM_THREADS"]]
     eval_args = []
     for name, value in spec.eval.items():
         eval_args += [f"--{name.replace('_', '-')}", str(value)]
@@ -377,20 +380,25 @@ def _check_failures(records: list[dict], folders: dict[str, Path]) -> None:
 
 def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: SweepSpec, work=None):
     """Run ``todo`` with ``jobs`` at a time; with GPUs, one run per GPU at a time, each run
-    seeing only its GPU (CUDA_VISIBLE_DEVICES). Yields each run's record in order."""
+    seeing only its GPU (CUDA_VISIBLE_DEVICES). Each run gets an equal share of the CPU cores
+    as its intra-op threads (``--threads`` and OMP_NUM_THREADS), so runs never oversubscribe
+    the machine. Yields each run's record in order."""
     import os
     import queue
 
     work = work or _execute
     slots: queue.Queue = queue.Queue()
     width = min(jobs, gpus) if gpus else jobs
+    threads = str(threads_per_run(width))
     for slot in range(width):
         slots.put(slot)
 
     def one(run: Run) -> dict:
         slot = slots.get()
         try:
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)) if gpus else None
+            env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot)
             return work(run, run_folder(folder, run.id), sweep, env)
         finally:
             slots.put(slot)

@@ -15,6 +15,7 @@ from isa_cli.app import app
 from isa_cli.options import P0, P1, Layout, Scale, Tree, build_tree
 from isa_core.errors import IsaError
 from isa_core.locks import folder_lock
+from isa_core.precision import PRECISIONS
 from isa_core.priors import LpTree
 
 if TYPE_CHECKING:  # torch and the training loop load only when a command runs (fast --help)
@@ -43,6 +44,14 @@ class Estimator(str, Enum):
 class Arch(str, Enum):
     mlp = "mlp"
     conv = "conv"
+
+
+# The choices come from the library (isa_core.precision), the one place that defines them.
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
+PRECISION_HELP = (
+    "fp32; bf16 (encoder and decoder under bf16 autocast; weights, optimizer, prior and losses "
+    "stay fp32); or auto: bf16 on a CPU with AMX/AVX512-BF16 or a GPU with bf16, else fp32."
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,11 +146,29 @@ def train_command(
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of every random stream.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help=PRECISION_HELP + " May change on --resume (a run moved to another machine); "
+            "the precision used is recorded in the model file and metrics.jsonl."
+        ),
+    ] = Precision.auto,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads for torch's intra-op parallelism (torch.set_num_threads); "
+            "`isa sweep run --jobs N` gives each run its share of the cores. Not part of the "
+            "run: may change on --resume.",
+            show_default="torch's default: all cores, or OMP_NUM_THREADS",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
             help="Continue the run in --out with its stored settings; only --steps/--epochs, "
-            "--checkpoint-every, --log-every, --device and --quiet may change."
+            "--checkpoint-every, --log-every, --device, --precision, --threads and --quiet "
+            "may change."
         ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
@@ -150,6 +177,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a VAE with an L^p-nested prior; prints the path of model.safetensors."""
+    from isa_core.precision import resolve_precision
     from isa_core.training import TrainConfig, preflight, prepare_folder
 
     if steps is not None and epochs is not None:
@@ -159,6 +187,11 @@ def train_command(
     if resume and force:
         raise IsaError("--resume and --force contradict each other; pick one")
     target = resolve_device(device)
+    resolve_precision(precision.value, target)  # bf16 on a GPU without it: refused here
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if resume:
         if not out.is_dir():
             prepare_folder(out, resume=True, force=False)  # names the problem
@@ -185,6 +218,7 @@ def train_command(
             anneal_steps=anneal_steps,
             checkpoint_every=checkpoint_every,
             log_every=log_every,
+            precision=precision.value,
         )
         preflight(config)  # fail on a bad flag or --data before touching the folder
         if out.exists() and not out.is_dir():
@@ -230,9 +264,11 @@ def _train_with_signals(config, out, device, resume, quiet):
     return result, received
 
 
-# What --resume may change: the run's length, its bookkeeping, and where it runs.
+# What --resume may change: the run's length, its bookkeeping, and where and how it runs. The
+# precision changes the rounding, not the model; a run moved to a machine without fast bf16
+# must be able to go on in fp32 (and back), so it is free to change like --device.
 RESUMABLE = {"out", "resume", "force", "steps", "epochs", "checkpoint_every", "log_every"}
-RESUMABLE |= {"device", "quiet"}
+RESUMABLE |= {"device", "precision", "threads", "quiet"}
 PRIOR_FLAGS = ("prior", "layout", "p0", "p1", "tree", "latent_dim")
 
 
@@ -276,9 +312,10 @@ def _resumed_config(
     prior_given = [name for name in PRIOR_FLAGS if name in given]
     if prior_given:
         _check_prior_flags(ctx.params, config, prior_given, "learn_exponents" in given)
-    for name in ("checkpoint_every", "log_every"):
+    for name in ("checkpoint_every", "log_every", "precision"):
         if name in given:
-            setattr(config, name, ctx.params[name])
+            value = ctx.params[name]
+            setattr(config, name, value.value if isinstance(value, Enum) else value)
     if steps is not None:
         config.steps, config.epochs = steps, None
     elif epochs is not None:

@@ -3,7 +3,8 @@
 A codes file is a safetensors bundle with ``mean`` and ``logvar`` (N, K) float32, ``factors``
 (N, F) int64 and ``logpx`` (N,) float32 (the Bernoulli log-likelihood of one reconstruction
 sample per image), and metadata ``isa`` with ``kind: codes``, the factor names, sizes and
-values, the model's config and path.
+values, the model's config and path, and the precision the model ran in (the codes are float32
+whatever it was).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from isa_core.data import GroundTruthData
 from isa_core.errors import IsaError
 from isa_core.models import VAE, reparameterize
 from isa_core.objectives import bernoulli_log_likelihood
+from isa_core.precision import autocast, resolve_precision
 
 __all__ = ["Codes", "encode", "is_codes_file", "load_codes", "save_codes"]
 
@@ -50,13 +52,18 @@ def encode(
     batch_size: int = 2048,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> Codes:
-    """q(z|x) of every image, in flat-index order, and log p(x|z) of one sample z per image."""
+    """q(z|x) of every image, in flat-index order, and log p(x|z) of one sample z per image.
+
+    ``precision`` (fp32, bf16 or auto) is that of the encoder and decoder, as in training.
+    """
     if tuple(data.image_shape) != tuple(model.decoder_shape):
         raise IsaError(
             f"the model was trained on {tuple(model.decoder_shape)} images, but {data.name} has "
             f"{tuple(data.image_shape)}"
         )
+    resolved = resolve_precision(precision, device)
     model = model.to(device).eval()
     n, k = len(data), model.latent_dim
     mean = np.empty((n, k), dtype=np.float32)
@@ -66,9 +73,13 @@ def encode(
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(n, start + batch_size))
         x = data.images(index, device)
-        m, lv = model.encode(x)
+        with autocast(device, resolved):
+            m, lv = model.encode(x)  # float32 out, whatever the precision
         z = reparameterize(m, lv, generator)
-        logpx[start : start + len(index)] = bernoulli_log_likelihood(model.decode(z), x).cpu()
+        with autocast(device, resolved):
+            logits = model.decode(z)  # float32 out
+        # The log-likelihood sums 4096 pixel terms: fp32, outside autocast.
+        logpx[start : start + len(index)] = bernoulli_log_likelihood(logits, x).cpu()
         mean[start : start + len(index)] = m.cpu()
         logvar[start : start + len(index)] = lv.cpu()
         if on_batch is not None:
@@ -80,6 +91,7 @@ def encode(
         "factor_names": list(data.factor_names),
         "factor_sizes": list(data.factor_sizes),
         "factor_values": [[float(v) for v in values] for values in data.factor_values],
+        "precision": resolved,
     }
     return Codes(mean, logvar, factors, logpx, metadata)
 

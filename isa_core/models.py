@@ -7,7 +7,8 @@
   with batch normalisation and ReLU.
 
 The encoder returns the diagonal-Gaussian posterior q(z|x) as (mean, log-variance); the decoder
-returns Bernoulli logits of the image.
+returns Bernoulli logits of the image. Both may run under bf16 autocast (``isa_core.precision``);
+their outputs are float32 either way, and their parameters always are.
 """
 
 from __future__ import annotations
@@ -152,10 +153,12 @@ class VAE(nn.Module):
         self.prior = prior
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z|x) as (mean, log-variance), each (B, K)."""
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
+        """q(z|x) as (mean, log-variance), each (B, K) float32, even under bf16 autocast."""
+        # float32 out: the posterior feeds the prior, the TC estimator and the losses (fp32).
+        mean, logvar = self.encoder(x).float().chunk(2, dim=-1)
         return mean, logvar
 
     def decode(self, z: Tensor) -> Tensor:
-        """Bernoulli logits of the image, (B, C, H, W)."""
-        return self.decoder(z)
+        """Bernoulli logits of the image, (B, C, H, W) float32, even under bf16 autocast."""
+        # float32 out: the log-likelihood sums 4096 pixels, too many for bf16's 8-bit mantissa.
+        return self.decoder(z).float()

@@ -6,6 +6,11 @@ states, step, and the model file's metadata) and ``metrics.jsonl``. Batches foll
 permutation derived from the seed, and every random stream is a generator whose state is
 checkpointed, so on the CPU a resumed run ends with the same tensors as an uninterrupted one.
 
+Precision (``isa_core.precision``): with bf16 the encoder and decoder run under autocast; the
+weights, Adam's moments, the prior, the TC estimator and the losses keep their fp32 (the
+prior's float64), so checkpoints are alike whatever the precision, and a run may resume in
+another precision.
+
 Kill safety: each file is replaced by an atomic rename, the state file first. The state file
 alone holds everything a resume needs, so whenever a kill lands, the state file is a complete
 checkpoint no older than the model file, and the model file is a complete (maybe one checkpoint
@@ -40,6 +45,7 @@ from isa_core.objectives import (
     tcvae_loss,
     vae_loss,
 )
+from isa_core.precision import PRECISIONS, autocast, check_precision, resolve_precision
 from isa_core.priors import LpNestedPrior, LpTree
 
 __all__ = [
@@ -89,6 +95,7 @@ class TrainConfig:
     anneal_steps: int = 0
     checkpoint_every: int = 1000
     log_every: int = 50
+    precision: str = "auto"  # as asked: fp32, bf16 or auto; the run resolves it per device
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,6 +111,7 @@ class TrainConfig:
             raise IsaError(f"unknown estimator {self.estimator!r}; use mss or mws")
         if self.arch not in ("mlp", "conv"):
             raise IsaError(f"unknown architecture {self.arch!r}; use mlp or conv")
+        check_precision(self.precision)
         for name in ("beta", "gamma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -265,7 +273,8 @@ def _field_accepts(name: str, value: Any) -> bool:
 def config_from_metadata(raw: Any, source: str = "the metadata") -> TrainConfig:
     """The TrainConfig stored in a model or state file; ``source`` names the file in errors.
 
-    Fields missing from older files take their defaults; unknown fields are ignored.
+    Fields missing from older files take their defaults, except ``precision``: files written
+    before it existed were trained in fp32. Unknown fields are ignored.
     """
     if not isinstance(raw, dict):
         raise IsaError(
@@ -285,6 +294,12 @@ def config_from_metadata(raw: Any, source: str = "the metadata") -> TrainConfig:
         default = TrainConfig.__dataclass_fields__[name].default
         is_float = isinstance(default, float) and value is not None
         values[name] = float(value) if is_float else value
+    values.setdefault("precision", "fp32")  # runs from before --precision were all fp32
+    if values["precision"] not in PRECISIONS:
+        raise IsaError(
+            f"{source}: its config has an unknown precision {values['precision']!r}; the file is "
+            "damaged or was written by a newer isa"
+        )
     return TrainConfig(**values)
 
 
@@ -380,7 +395,9 @@ class _Run:
         self.config = config
         self.data = data
         self.device = device
+        self.precision = resolve_precision(config.precision, device)  # fp32 or bf16
         torch.manual_seed(config.seed)  # initial weights
+        # fp32 master weights: autocast multiplies bf16 copies; bf16 would round away Adam's steps
         self.model = build_model(config, data).to(device)
         exponent_params = [p for n, p in self.model.named_parameters() if n.startswith("prior.")]
         other_params = [p for n, p in self.model.named_parameters() if not n.startswith("prior.")]
@@ -390,10 +407,12 @@ class _Run:
         # One fused kernel per step instead of ~10 foreach passes over 14M parameters (32 -> 4
         # ms on the CPU for the paper's MLP); the same Adam update.
         fused = device.type in ("cpu", "cuda")
+        # Adam's moments take the parameters' dtype, fp32: squared gradients underflow in bf16.
         self.optimizer = torch.optim.Adam(groups, fused=fused)
         self.discriminator = None
         self.disc_optimizer = None
         if config.objective == "factorvae":
+            # fp32 discriminator, never autocast: its logits give the loss's TC term; it is tiny
             self.discriminator = Discriminator(self.model.latent_dim).to(device)
             # Kim & Mnih's discriminator optimizer: Adam, lr 1e-4, betas (0.5, 0.9)
             self.disc_optimizer = torch.optim.Adam(
@@ -420,16 +439,21 @@ class _Run:
     def step(self, step: int) -> dict[str, Tensor]:
         config = self.config
         x = self.data.images(self.batch_indices(step), self.device)
-        mean, logvar = self.model.encode(x)
+        with autocast(self.device, self.precision):  # bf16 matrix products when asked
+            mean, logvar = self.model.encode(x)  # returned as float32
         z = reparameterize(mean, logvar, self.noise)
-        logits = self.model.decode(z)
-        prior = self.model.prior()
+        with autocast(self.device, self.precision):
+            logits = self.model.decode(z)  # returned as float32
+        # From here on no autocast: every part below is fp32, each for the reason beside it.
+        prior = self.model.prior()  # fp32 log-density: lgamma and |z|^p need more than 3 digits
         weight = min(1.0, (step + 1) / config.anneal_steps) if config.anneal_steps else 1.0
         if config.objective == "vae":
+            # fp32 loss: it sums 4096 pixel terms, and log q(z|x) - log p(z) nearly cancel
             parts = vae_loss(
                 x, logits, z, mean, logvar, prior, config.beta, weight, config.closed_form_kl
             )
         elif config.objective == "tcvae":
+            # fp32 loss, and fp32 TC estimator: log-sum-exps over B*B*K terms that nearly cancel
             parts = tcvae_loss(
                 x,
                 logits,
@@ -444,6 +468,7 @@ class _Run:
             )
         else:
             assert self.discriminator is not None and self.disc_optimizer is not None
+            # fp32 loss, its TC term from the fp32 discriminator (see __init__)
             parts = factorvae_loss(
                 x, logits, z, mean, logvar, prior, self.discriminator, config.gamma, weight
             )
@@ -452,7 +477,7 @@ class _Run:
         self.optimizer.step()
         if self.discriminator is not None and self.disc_optimizer is not None:
             other = self.data.sample_indices(len(x), self.aux)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.device, self.precision):
                 mean2, logvar2 = self.model.encode(self.data.images(other, self.device))
                 z2 = reparameterize(mean2, logvar2, self.noise)
             d_loss = discriminator_loss(self.discriminator, z, z2, self.aux)
@@ -486,9 +511,10 @@ class _Run:
                 "factor_sizes": list(self.data.factor_sizes),
             },
             "prior": {"tree": str(self.model.prior.current_tree()), "scale": config.scale},
+            "precision": self.precision,  # what config.precision resolved to on this device
             "versions": _versions(),
         }
-        weights = self.model.state_dict()
+        weights = self.model.state_dict()  # fp32 (prior float64) in every precision
         state = {"rng.noise": self.noise.get_state(), "rng.aux": self.aux.get_state()}
         state.update({f"{_WEIGHTS}{k}": v for k, v in weights.items()})
         state.update(_optimizer_tensors("opt", self.optimizer))
@@ -716,7 +742,7 @@ def train(
                     images_per_s=images / elapsed if elapsed > 0 else 0.0,
                 )
                 exponents = run.model.prior.exponents.detach().cpu().tolist()
-                record = {**metrics, "exponents": exponents}
+                record = {**metrics, "exponents": exponents, "precision": run.precision}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if on_log is not None:

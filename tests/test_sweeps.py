@@ -261,4 +261,55 @@ def test_local_placement_gives_each_concurrent_run_its_own_gpu(tmp_path: Path) -
     assert [r["id"] for r in records] == [r.id for r in spec.runs()]
     assert set(seen) == {"0", "1"}
     cpu = list(run_locally(spec.runs(), 3, 0, tmp_path, spec, lambda r, f, s, e: {"env": e}))
-    assert all(r["env"] is None for r in cpu)
+    assert all("CUDA_VISIBLE_DEVICES" not in r["env"] for r in cpu)
+
+
+def test_concurrent_cpu_runs_share_the_cores(tmp_path: Path, monkeypatch) -> None:
+    from isa_cli.sweep import run_locally
+    from isa_core import sweeps
+
+    assert [sweeps.threads_per_run(jobs, cores=16) for jobs in (1, 2, 3, 16, 40)] == [
+        16,
+        8,
+        5,
+        1,
+        1,
+    ]
+    with pytest.raises(IsaError, match="--jobs"):
+        sweeps.threads_per_run(0, cores=2)
+    monkeypatch.setattr(sweeps, "cpu_cores", lambda: 2)
+    spec = load_spec(write(tmp_path, SPEC.format(steps=2, methods='["bvae", "isa"]')))
+    for jobs, share in ((1, "2"), (2, "1"), (3, "1")):
+        runs = run_locally(spec.runs(), jobs, 0, tmp_path, spec, lambda r, f, s, e: {"env": e})
+        assert {(r["env"]["OMP_NUM_THREADS"], r["env"]["MKL_NUM_THREADS"]) for r in runs} == {
+            (share, share)
+        }
+
+
+def test_train_threads_sets_torch_threads_and_may_change_on_resume(tmp_path: Path) -> None:
+    """`isa train --threads T` runs with T intra-op threads (what sweeps pass each run)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from isa_cli.main import main\n"
+        "seen = []\n"
+        "real = torch.set_num_threads\n"
+        "torch.set_num_threads = lambda n: (seen.append(n), real(n))\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as done:\n"
+        "    print('THREADS', seen, done.code, torch.get_num_threads())\n"
+    )
+    run = str(tmp_path / "run")
+    base = ["--data", "dsprites-mini", "--arch", "conv", "--batch-size", "8", "-q", "-o", run]
+    for args in (
+        ["train", *base, "--steps", "2", "--threads", "1"],
+        ["train", "--resume", "-o", run, "--steps", "3", "--threads", "2"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
+        )
+        want = args[args.index("--threads") + 1]
+        assert f"THREADS [{want}] 0 {want}" in done.stdout, done.stdout + done.stderr

@@ -39,6 +39,12 @@ mini:
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
     isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
 
+# bf16 against fp32 on quality (issue #12): 6 demo-sized ISA-TCVAE runs, mean ± SE per precision.
+precision jobs="2":
+    isa sweep run pipelines/precision.toml -o sweeps --jobs {{jobs}}
+    isa sweep collect sweeps/precision -o sweeps/precision/results.jsonl
+    {{python}} benchmarks/precision_quality.py sweeps/precision/results.jsonl
+
 # With executor=slurm the sweep is submitted; rerun the recipe once `isa sweep status` shows
 # every run done (finished runs are skipped) to collect and draw.
 # A paper figure from pipelines/NAME.toml: sweep, collect, representatives, figures in sweeps/NAME/.

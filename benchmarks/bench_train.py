@@ -6,6 +6,8 @@ nothing else (no data set, no logging, no checkpoints). `isa train` runs its rea
 the library (`isa_core.training.train`): procedural dSprites rendered on the device, the ISA
 5x4 prior, the chosen objective, metrics logging; checkpoints are set beyond the run so they do
 not enter the timing. Steady state: the first ``--warmup`` steps are not timed.
+Each isa row runs eager (``--no-compile``) or "+fused" (``--compile``: the likelihood's and
+the TC estimator's elementwise work in TorchInductor-compiled kernels, compiled during warm-up).
 Targets (issue #12): on the CPU, against the fp32 minimal loop, isa vae in bf16 >= 2.0x and
 isa tcvae/mss in bf16 >= 1.8x (earlier: tcvae/mss in fp32 >= 0.9x). `isa train` uses PyTorch's
 fused Adam, so a second baseline, the minimal loop with fused Adam, shows the overhead of
@@ -64,7 +66,13 @@ def minimal_loop(
 
 
 def isa_loop(
-    objective: str, steps: int, warmup: int, batch: int, device: torch.device, precision: str
+    objective: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    device: torch.device,
+    precision: str,
+    compile_: bool,
 ) -> float:
     stamps: list[float] = []
 
@@ -77,6 +85,7 @@ def isa_loop(
         objective=objective,
         estimator="mss",
         precision=precision,
+        compile=compile_,
         steps=warmup + steps,
         batch_size=batch,
         log_every=10,
@@ -106,8 +115,15 @@ def main() -> None:
         default="both",
         help="isa train's precision (the minimal loop is always fp32, the baseline)",
     )
+    parser.add_argument(
+        "--compile",
+        choices=("on", "off", "both"),
+        default="both",
+        help="isa train's compiled kernels (the +fused rows) or eager ones",
+    )
     args = parser.parse_args()
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
+    compiles = {"on": (True,), "off": (False,), "both": (False, True)}[args.compile]
     device = torch.device(args.device)
     base = minimal_loop(args.steps, args.warmup, args.batch, device)
     rows = [
@@ -119,8 +135,12 @@ def main() -> None:
     ]
     for objective in ("vae", "tcvae"):
         for precision in precisions:
-            rate = isa_loop(objective, args.steps, args.warmup, args.batch, device, precision)
-            rows.append((f"isa train, ISA 5x4, {objective}, {precision}", rate))
+            for compile_ in compiles:
+                rate = isa_loop(
+                    objective, args.steps, args.warmup, args.batch, device, precision, compile_
+                )
+                name = f"{objective}, {precision}{'+fused' if compile_ else ''}"
+                rows.append((f"isa train, ISA 5x4, {name}", rate))
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up"

@@ -163,12 +163,20 @@ def train_command(
             show_default="torch's default: all cores, or OMP_NUM_THREADS",
         ),
     ] = None,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            help="Compile the likelihood's and the TC estimator's elementwise work with "
+            "TorchInductor on the CPU (needs a C++ compiler; without one a warning, then the "
+            "same results eagerly). Only large batches compile; may change on --resume."
+        ),
+    ] = True,
     resume: Annotated[
         bool,
         typer.Option(
             help="Continue the run in --out with its stored settings; only --steps/--epochs, "
-            "--checkpoint-every, --log-every, --device, --precision, --threads and --quiet "
-            "may change."
+            "--checkpoint-every, --log-every, --device, --precision, --compile, --threads and "
+            "--quiet may change."
         ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
@@ -219,6 +227,7 @@ def train_command(
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             precision=precision.value,
+            compile=compile,
         )
         preflight(config)  # fail on a bad flag or --data before touching the folder
         if out.exists() and not out.is_dir():
@@ -266,9 +275,10 @@ def _train_with_signals(config, out, device, resume, quiet):
 
 # What --resume may change: the run's length, its bookkeeping, and where and how it runs. The
 # precision changes the rounding, not the model; a run moved to a machine without fast bf16
-# must be able to go on in fp32 (and back), so it is free to change like --device.
+# must be able to go on in fp32 (and back), so it is free to change like --device; so is
+# --compile (the same values, computed by other kernels).
 RESUMABLE = {"out", "resume", "force", "steps", "epochs", "checkpoint_every", "log_every"}
-RESUMABLE |= {"device", "precision", "threads", "quiet"}
+RESUMABLE |= {"device", "precision", "compile", "threads", "quiet"}
 PRIOR_FLAGS = ("prior", "layout", "p0", "p1", "tree", "latent_dim")
 
 
@@ -312,7 +322,7 @@ def _resumed_config(
     prior_given = [name for name in PRIOR_FLAGS if name in given]
     if prior_given:
         _check_prior_flags(ctx.params, config, prior_given, "learn_exponents" in given)
-    for name in ("checkpoint_every", "log_every", "precision"):
+    for name in ("checkpoint_every", "log_every", "precision", "compile"):
         if name in given:
             value = ctx.params[name]
             setattr(config, name, value.value if isinstance(value, Enum) else value)

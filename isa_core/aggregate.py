@@ -22,7 +22,7 @@ are the whole cost of β-TCVAE over β-VAE. Two backends compute them:
 * ``eager``: row chunks of torch operations, on any device;
 * ``fused``: on the CPU, loop nests compiled by TorchInductor (``torch.compile``) that never
   materialise an (M, M, K) tensor: one pass forward, two backward, about 4x faster than eager.
-  It needs a C++ compiler; ``auto`` falls back to ``eager`` (with a warning) where there is none.
+  It needs a C++ compiler; ``auto`` chooses, and falls back, by the rule of ``isa_core.compiled``.
 
 Both have a hand-written backward pass. With g_ijk = log N(z_ik; μ_jk, σ_jk²), d = z_ik - μ_jk
 and a = 1/σ_jk², every gradient is a weighted sum of ∂g: ∂g/∂z_ik = -d a, ∂g/∂μ_jk = d a,
@@ -33,26 +33,22 @@ own term j = i apart (expanding (z - μ)² would cancel digits there).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from isa_core.compiled import check_backend, compiling, give_up_fused, wants_fused
 from isa_core.errors import IsaError
 
 __all__ = [
     "ESTIMATORS",
     "aggregate_log_densities",
-    "fused_available",
     "log_importance_weights",
 ]
 
 ESTIMATORS = ("mss", "mws")
-BACKENDS = ("auto", "fused", "eager")
-FUSED_MIN_TERMS = 1 << 22  # below M·M·K = 4M terms eager is fast enough to skip compiling
 _LOG_2PI = math.log(2 * math.pi)
 # Every exponent here is a log-weight relative to a sum that is >= 1. Below -80 a term cannot
 # matter (M e^-80 < 1e-31), and exp of such arguments takes a slow path (15-30x on AVX-512 for
@@ -99,16 +95,14 @@ def aggregate_log_densities(
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Minibatch estimates of log q(z_i) (M,) and log q(z_ik) per dimension (M, K)."""
-    if backend not in BACKENDS:
-        raise IsaError(f"unknown backend {backend!r}; use auto, fused or eager")
+    check_backend(backend)
     batch, dims = z.shape
     log_weights = log_importance_weights(batch, dataset_size, estimator)
     if backend == "fused" and z.device.type != "cpu":
         raise IsaError("the fused backend runs on the CPU; use eager (or auto) on other devices")
-    if backend == "auto":
-        large = batch * batch * dims >= FUSED_MIN_TERMS
-        usable = z.device.type == "cpu" and large and fused_available()
-        backend = "fused-or-eager" if usable else "eager"
+    if backend == "auto":  # M·M·K terms: the marginals' elementwise work
+        fused = wants_fused(backend, z.device.type, batch * batch * dims)
+        backend = "fused-or-eager" if fused else "eager"
     return _AggregateLogDensities.apply(z, mean, logvar, log_weights, backend)
 
 
@@ -125,7 +119,7 @@ class _AggregateLogDensities(torch.autograd.Function):
             except Exception as error:  # no C++ compiler, unsupported platform, ...
                 if backend == "fused":
                     raise
-                _give_up_fused(error)
+                give_up_fused(error, "TC estimator")
                 backend = "eager"
         marginals, log_qz, joint_softmax = result if result else _eager_forward(*args)
         ctx.save_for_backward(z, mean, precision, offset, marginals, joint_softmax)
@@ -144,7 +138,7 @@ class _AggregateLogDensities(torch.autograd.Function):
             except Exception as error:
                 if ctx.backend == "fused":
                     raise
-                _give_up_fused(error)
+                give_up_fused(error, "TC estimator")
                 grads = None
         if not grads:
             grads = _eager_backward(*args)
@@ -293,7 +287,6 @@ def _grad_posterior_kernel(zt, meant, precisiont, offsett, own, others, marginal
 
 
 _FUSED: dict[str, Callable] = {}
-_FUSED_BROKEN: list[str] = []  # the first compile error, once one happened
 
 
 def _fused_kernels() -> dict[str, Callable]:
@@ -306,40 +299,13 @@ def _fused_kernels() -> dict[str, Callable]:
     return _FUSED
 
 
-def fused_available() -> bool:
-    """False once compiling a fused kernel has failed in this process (then eager is used)."""
-    return not _FUSED_BROKEN
-
-
-def _give_up_fused(error: Exception) -> None:
-    text = str(error).strip()
-    message = text.splitlines()[0] if text else repr(error)
-    _FUSED_BROKEN.append(message)
-    warnings.warn(
-        f"fused TC kernels unavailable ({message}); using the slower eager path",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-
-
-@contextlib.contextmanager
-def _compiling():
-    """Compile in-process (no worker pool) and keep TorchInductor's own warnings off stderr."""
-    import torch._inductor.config as inductor_config
-
-    with inductor_config.patch(compile_threads=1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
-
-
 def _scalars(log_weights, like: Tensor) -> tuple[Tensor, Tensor]:
     return tuple(torch.tensor(value, dtype=like.dtype) for value in log_weights)
 
 
 def _fused_forward(z, mean, precision, offset, log_weights):
     transposed = [t.T.contiguous() for t in (z, mean, precision, offset)]
-    with _compiling():
+    with compiling():
         marginals_t, log_qz, joint_softmax = _fused_kernels()["forward"](
             *transposed, *_scalars(log_weights, z)
         )
@@ -350,7 +316,7 @@ def _fused_backward(z, mean, precision, offset, marginals, grad, log_weights, jo
     transposed = [t.T.contiguous() for t in (z, mean, precision, offset)]
     tail = [t.T.contiguous() for t in (marginals, grad)]
     args = (*transposed, *_scalars(log_weights, z), *tail)
-    with _compiling():
+    with compiling():
         grad_z = _fused_kernels()["grad_z"](*args)
         grad_mean, grad_logvar = _fused_kernels()["grad_posterior"](*args)
         joint_grads = _fused_kernels()["joint_backward"](*joint_args)

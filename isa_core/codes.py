@@ -79,7 +79,7 @@ def encode(
         with autocast(device, resolved):
             logits = model.decode(z)  # float32 out
         # The log-likelihood sums 4096 pixel terms: fp32, outside autocast.
-        logpx[start : start + len(index)] = bernoulli_log_likelihood(logits, x).cpu()
+        logpx[start : start + len(index)] = bernoulli_log_likelihood(logits, x, "eager").cpu()
         mean[start : start + len(index)] = m.cpu()
         logvar[start : start + len(index)] = lv.cpu()
         if on_batch is not None:

@@ -49,7 +49,7 @@ __all__ = [
 
 # The type of value each flag takes: a spec value of another type is refused when the spec
 # is read, not when a run fails. Flags not listed take text (numbers are written as text).
-BOOL_FLAGS = {"learn_exponents", "closed_form_kl"}
+BOOL_FLAGS = {"learn_exponents", "closed_form_kl", "compile"}
 INT_FLAGS = {
     "latent_dim",
     "steps",
@@ -87,6 +87,7 @@ TRAIN_FLAGS = {
     "seed",
     "device",
     "precision",
+    "compile",
     "checkpoint_every",
     "log_every",
 }

@@ -96,6 +96,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     precision: str = "auto"  # as asked: fp32, bf16 or auto; the run resolves it per device
+    compile: bool = True  # compiled likelihood and TC kernels where they pay (isa_core.compiled)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -396,6 +397,7 @@ class _Run:
         self.data = data
         self.device = device
         self.precision = resolve_precision(config.precision, device)  # fp32 or bf16
+        self.backend = "auto" if config.compile else "eager"  # the losses' kernels
         torch.manual_seed(config.seed)  # initial weights
         # fp32 master weights: autocast multiplies bf16 copies; bf16 would round away Adam's steps
         self.model = build_model(config, data).to(device)
@@ -443,14 +445,24 @@ class _Run:
             mean, logvar = self.model.encode(x)  # returned as float32
         z = reparameterize(mean, logvar, self.noise)
         with autocast(self.device, self.precision):
-            logits = self.model.decode(z)  # returned as float32
+            # bf16 under autocast, not decode()'s float32 copy: the likelihood reads it in fp32
+            logits = self.model.decoder(z)
         # From here on no autocast: every part below is fp32, each for the reason beside it.
         prior = self.model.prior()  # fp32 log-density: lgamma and |z|^p need more than 3 digits
         weight = min(1.0, (step + 1) / config.anneal_steps) if config.anneal_steps else 1.0
         if config.objective == "vae":
             # fp32 loss: it sums 4096 pixel terms, and log q(z|x) - log p(z) nearly cancel
             parts = vae_loss(
-                x, logits, z, mean, logvar, prior, config.beta, weight, config.closed_form_kl
+                x,
+                logits,
+                z,
+                mean,
+                logvar,
+                prior,
+                config.beta,
+                weight,
+                config.closed_form_kl,
+                self.backend,
             )
         elif config.objective == "tcvae":
             # fp32 loss, and fp32 TC estimator: log-sum-exps over B*B*K terms that nearly cancel
@@ -465,12 +477,22 @@ class _Run:
                 config.beta,
                 config.estimator,
                 weight,
+                self.backend,
             )
         else:
             assert self.discriminator is not None and self.disc_optimizer is not None
             # fp32 loss, its TC term from the fp32 discriminator (see __init__)
             parts = factorvae_loss(
-                x, logits, z, mean, logvar, prior, self.discriminator, config.gamma, weight
+                x,
+                logits,
+                z,
+                mean,
+                logvar,
+                prior,
+                self.discriminator,
+                config.gamma,
+                weight,
+                self.backend,
             )
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()

@@ -1,7 +1,8 @@
-"""Shared fixtures: the real `isa` entry point and the GPU marker."""
+"""Shared fixtures: the real `isa` entry point, the GPU marker, the C++ compiler marker."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The fused kernels are C++ built by TorchInductor: skip their tests where no compiler exists
+# (the library then falls back to eager, which the fallback tests cover).
+needs_compiler = pytest.mark.skipif(
+    not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")),
+    reason="no C++ compiler for torch.compile",
+)
 
 
 def isa_executable() -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,16 +11,11 @@ import scipy.stats as st
 import torch
 
 import isa_core.aggregate as aggregate
+import isa_core.compiled as compiled
 from isa_core.aggregate import aggregate_log_densities, log_importance_weights, log_weight_matrix
 from isa_core.errors import IsaError
 from isa_core.models import gaussian_log_density, reparameterize
-
-# The fused kernels are C++ built by TorchInductor: skip their tests where no compiler exists
-# (the library then falls back to eager, which the fallback test covers).
-needs_compiler = pytest.mark.skipif(
-    not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")),
-    reason="no C++ compiler for torch.compile",
-)
+from tests.conftest import needs_compiler
 
 
 def posterior(n: int, k: int, seed: int = 0, dtype=torch.float64):
@@ -164,13 +157,13 @@ def test_auto_falls_back_to_eager_with_a_warning_when_compiling_fails(monkeypatc
         raise RuntimeError("no C++ compiler found\nmore detail")
 
     monkeypatch.setattr(aggregate, "_fused_forward", broken)
-    monkeypatch.setattr(aggregate, "_FUSED_BROKEN", [])
-    monkeypatch.setattr(aggregate, "FUSED_MIN_TERMS", 1)
+    monkeypatch.setattr(compiled, "_BROKEN", [])
+    monkeypatch.setattr(compiled, "FUSED_MIN_VALUES", 1)
     mean, logvar = posterior(12, 3, seed=14)
     z = reparameterize(mean, logvar, torch.Generator().manual_seed(15))
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
         got = gradients("auto", z, mean, logvar, 100)
-    assert not aggregate.fused_available()
+    assert not compiled.fused_available()
     for ours, expected in zip(got, gradients("eager", z, mean, logvar, 100), strict=True):
         torch.testing.assert_close(ours, expected)
     with pytest.raises(RuntimeError, match="no C"):

@@ -248,9 +248,11 @@ def test_only_the_encoder_and_decoder_run_in_bf16(
 
     real_likelihood = objectives.bernoulli_log_likelihood
 
-    def likelihood(logits, x):
+    def likelihood(logits, x, *args):
         record("decoder logits", logits)
-        return real_likelihood(logits, x)
+        out = real_likelihood(logits, x, *args)
+        record("likelihood", out)
+        return out
 
     monkeypatch.setattr(LpNested, "log_prob", log_prob)
     monkeypatch.setattr(objectives, "aggregate_log_densities", aggregate)
@@ -273,7 +275,9 @@ def test_only_the_encoder_and_decoder_run_in_bf16(
     fp32_outside = (torch.float32, False)
     assert set(seen["network layer"]) == {(torch.bfloat16, True)}  # autocast is really on
     assert set(seen["prior log_prob"]) == {fp32_outside}
-    assert set(seen["decoder logits"]) == {fp32_outside}
+    # The logits stay bf16 (no float32 copy); the likelihood sums them in float32.
+    assert set(seen["decoder logits"]) == {(torch.bfloat16, False)}
+    assert set(seen["likelihood"]) == {fp32_outside}
     if objective == "tcvae":
         assert set(seen["TC estimator"]) == {fp32_outside}
     else:

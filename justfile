@@ -32,8 +32,8 @@ sweep spec jobs="1":
     isa sweep run {{spec}} -o sweeps --jobs {{jobs}}
 
 # The CPU-sized experiment end to end: sweep, collect, representatives, figures (sweeps/mini/).
-mini:
-    isa sweep run pipelines/mini.toml -o sweeps
+mini jobs="1":
+    isa sweep run pipelines/mini.toml -o sweeps --jobs {{jobs}}
     isa sweep collect sweeps/mini -o sweeps/mini/results.jsonl
     isa select sweeps/mini/results.jsonl | tee sweeps/mini/representatives.jsonl
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from isa_core.data import DSprites, open_dataset
+from isa_core.data.dsprites import ELLIPSE_AXES
 from isa_core.errors import IsaError
 
 DS = DSprites()
@@ -85,10 +86,14 @@ def test_centroid_moves_right_with_x_and_down_with_y(shape: int, orientation: in
     across = images_at(DS, [[shape, 3, orientation, x, 10] for x in range(32)])
     cols = [centroid(im)[1] for im in across]
     assert all(b > a for a, b in itertools.pairwise(cols))
-    np.testing.assert_allclose(np.diff(cols), 1.0)  # one pixel per step: a pure translation
+    # The centre moves 32/31 pixel a step, sampled at pixel centres: steps of 1 or so, and
+    # position 31 is position 0 moved by exactly 32 pixels (a pure translation).
+    assert np.abs(np.diff(cols) - 32 / 31).max() < 0.75
+    np.testing.assert_array_equal(across[-1], np.roll(across[0], 32, axis=1))
     down = images_at(DS, [[shape, 3, orientation, 20, y] for y in range(32)])
     rows = [centroid(im)[0] for im in down]
     assert all(b > a for a, b in itertools.pairwise(rows))
+    np.testing.assert_array_equal(down[-1], np.roll(down[0], 32, axis=0))
 
 
 @pytest.mark.parametrize("shape", range(3))
@@ -106,8 +111,8 @@ def test_rotating_an_ellipse_keeps_its_area() -> None:
     """Each rotation keeps the ellipse's pixel count at pi*a*b up to boundary pixels."""
     for scale in range(6):
         areas = images_at(DS, [[1, scale, o, 16, 16] for o in range(40)]).sum((1, 2))
-        a = 10.3 * DS.factor_values[1][scale]
-        exact = np.pi * a * a / 2
+        a, b = (axis * DS.factor_values[1][scale] for axis in ELLIPSE_AXES)
+        exact = np.pi * a * b
         assert abs(areas.mean() / exact - 1) < 0.01
         assert np.abs(areas - exact).max() <= 0.03 * exact + 5, (scale, areas.min(), areas.max())
     large = images_at(DS, [[1, 5, o, 16, 16] for o in range(40)]).sum((1, 2))
@@ -117,14 +122,32 @@ def test_rotating_an_ellipse_keeps_its_area() -> None:
 def test_orientation_rotates_about_the_centre_and_wraps() -> None:
     ellipses = images_at(DS, [[1, 5, o, 16, 16] for o in range(40)])
     np.testing.assert_array_equal(ellipses[0], ellipses[39])  # 0 and 2*pi
+    centre = 16 + 32 * 16 / 31 - 0.5  # position class 16, in pixel indices
     for image in ellipses:
         r, c = centroid(image)
-        assert abs(r - 16 - 16) < 0.6 and abs(c - 16 - 16) < 0.6
+        assert abs(r - centre) < 0.6 and abs(c - centre) < 0.6
     # Long axis horizontal at 0, vertical at a quarter turn (class ~10 is 92 degrees).
     rows, cols = np.nonzero(ellipses[0])
-    assert np.ptp(cols) > 1.8 * np.ptp(rows)
+    assert np.ptp(cols) > 1.5 * np.ptp(rows)
     rows, cols = np.nonzero(ellipses[10])
-    assert np.ptp(rows) > 1.8 * np.ptp(cols)
+    assert np.ptp(rows) > 1.5 * np.ptp(cols)
+
+
+def test_calibrated_sizes_and_rotation_sense() -> None:
+    """The real frames' geometry (see isa_core/data/dsprites.py): at orientation 0 the square
+    is 10, 12, ..., 20 pixels a side and the ellipse 12, 16, 18, 20, 22, 26 pixels wide;
+    position 0 centres a sprite on the corner of pixels 15 and 16; angles turn
+    counterclockwise on screen."""
+    squares = images_at(DS, [[0, c, 0, 0, 0] for c in range(6)])
+    assert squares.sum((1, 2)).tolist() == [100, 144, 196, 256, 324, 400]
+    rows, cols = np.nonzero(squares[-1])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (6, 25, 6, 25)
+    ellipses = images_at(DS, [[1, c, 0, 0, 0] for c in range(6)])
+    assert [np.ptp(np.nonzero(e)[1]) + 1 for e in ellipses] == [12, 16, 18, 20, 22, 26]
+    # A square turned by 2 classes (18.5 degrees) counterclockwise: its top corner is right of
+    # the centre, its left corner above it.
+    rows, cols = np.nonzero(images_at(DS, [[0, 5, 2, 16, 16]])[0])
+    assert cols[rows == rows.min()].mean() > 32 and rows[cols == cols.min()].mean() < 32
 
 
 def test_the_three_shapes_differ() -> None:

@@ -39,6 +39,24 @@ mini jobs="1":
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
     isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
 
+# Fig. 5a at CPU scale (issue #14): 1 epoch, 10 seeds per method, about 75 minutes on 2 cores;
+# results, figures and the statistics land in docs/reproduction/ (see docs/reproduction.md).
+fig5a-cpu jobs="2":
+    isa sweep run pipelines/fig5a-cpu.toml -o sweeps --jobs {{jobs}}
+    isa sweep collect sweeps/fig5a-cpu -o sweeps/fig5a-cpu/results.jsonl
+    isa select sweeps/fig5a-cpu/results.jsonl > sweeps/fig5a-cpu/representatives.jsonl
+    mkdir -p docs/reproduction
+    isa plot scatter sweeps/fig5a-cpu/results.jsonl -o docs/reproduction/fig5a-cpu-scatter.png
+    isa plot mig-dist sweeps/fig5a-cpu/results.jsonl -o docs/reproduction/fig5a-cpu-mig-dist.png
+    {{python}} -c 'import json, sys; [print(json.loads(l)["method"], json.loads(l)["model"]) for l in open(sys.argv[1])]' \
+        sweeps/fig5a-cpu/representatives.jsonl | while read -r method model; do \
+        codes="$(dirname "$model")/codes.safetensors"; \
+        isa traverse "$model" --codes "$codes" -q -o "docs/reproduction/fig5a-cpu-$method-traversal.png"; \
+        isa traverse "$model" --codes "$codes" --kind latent-vs-true -q \
+            -o "docs/reproduction/fig5a-cpu-$method-latent-vs-true.png"; done
+    cp sweeps/fig5a-cpu/results.jsonl sweeps/fig5a-cpu/representatives.jsonl docs/reproduction/
+    {{python}} tools/compare_methods.py docs/reproduction/results.jsonl | tee docs/reproduction/statistics.md
+
 # bf16 against fp32 on quality (issue #12): 6 demo-sized ISA-TCVAE runs, mean ± SE per precision.
 precision jobs="2":
     isa sweep run pipelines/precision.toml -o sweeps --jobs {{jobs}}

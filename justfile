@@ -39,7 +39,7 @@ mini jobs="1":
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
     isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
 
-# Fig. 5a at CPU scale (issue #14): 1 epoch, 10 seeds per method, about 75 minutes on 2 cores;
+# Fig. 5a at CPU scale (issue #14): 1 epoch, 8 seeds per method, about 70 minutes on 2 cores;
 # results, figures and the statistics land in docs/reproduction/ (see docs/reproduction.md).
 fig5a-cpu jobs="2":
     isa sweep run pipelines/fig5a-cpu.toml -o sweeps --jobs {{jobs}}

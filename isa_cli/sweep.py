@@ -483,6 +483,8 @@ def _collected(entry: dict, run_dir: Path) -> dict:
     return {
         "id": entry["id"],
         "method": entry["method"],
+        # β groups the rows (select, plot), also when it is fixed in [base], not in the grid.
+        "beta": config.get("beta"),
         **entry["grid"],
         "config": config,
         "mig": result["mig"],

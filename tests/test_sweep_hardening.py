@@ -205,6 +205,31 @@ def test_collect_reports_no_epochs_for_runs_given_steps(tmp_path: Path, capsys) 
     assert epochs == {"old": None, "new": None, "epochs": 3.0}
 
 
+def test_collect_gives_beta_fixed_in_base_so_select_can_group(tmp_path: Path, capsys) -> None:
+    """A spec with β in [base], not in the grid (fig5a-cpu.toml): rows still carry beta."""
+    folder = tmp_path / "s"
+    manifest = {"name": "s", "runs": []}
+    for seed, method in ((0, "a"), (1, "a"), (0, "b"), (1, "b")):
+        run_id = f"{method}_seed{seed}"
+        run_dir = folder / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        config = {"beta": 1.0, "seed": seed, "steps": 4, "epochs": None}
+        io.save_bundle(run_dir / "model.safetensors", {"w": torch.zeros(1)}, {"config": config})
+        (run_dir / "metrics.jsonl").write_text('{"step": 4, "loss": 1.0}\n')
+        result = {"mig": 0.1 + seed, "logpx": -20.0, "factors": [{"name": "x", "gap": 0.1}]}
+        (run_dir / "result.json").write_text(json.dumps(result))
+        manifest["runs"].append({"id": run_id, "method": method, "grid": {"seed": seed}})
+    (folder / "sweep.json").write_text(json.dumps(manifest))
+    results = tmp_path / "results.jsonl"
+    code, _, err = isa(["sweep", "collect", str(folder), "-o", str(results)], capsys)
+    assert code in (0, None), err
+    assert {json.loads(line)["beta"] for line in results.read_text().splitlines()} == {1.0}
+    code, out, err = isa(["select", str(results)], capsys)
+    assert code in (0, None), err
+    picked = [json.loads(line) for line in out.splitlines()]
+    assert [(r["method"], r["beta"]) for r in picked] == [("a", 1.0), ("b", 1.0)]
+
+
 # 3. bad input is one line, exit 2 -----------------------------------------------------------
 
 

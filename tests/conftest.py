@@ -31,6 +31,17 @@ needs_compiler = pytest.mark.skipif(
 )
 
 
+def isa_in_process(args: list, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run `isa ARGS` in this process (the real entry point): exit status, stdout, stderr."""
+    from isa_cli.main import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
 def isa_executable() -> str:
     """The installed `isa` script of this interpreter (falls back to PATH)."""
     candidate = Path(sysconfig.get_path("scripts")) / "isa"

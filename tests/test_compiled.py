@@ -16,13 +16,13 @@ import scipy.special as sc
 import torch
 
 import isa_core.compiled as compiled
-from isa_cli.main import main
 from isa_core import objectives, training
 from isa_core.data import open_dataset
 from isa_core.errors import IsaError
 from isa_core.objectives import bernoulli_log_likelihood
 from isa_core.sweeps import Run
 from isa_core.training import TrainConfig, read_run_config
+from tests.conftest import isa_in_process as isa
 from tests.conftest import needs_compiler
 
 CPU = torch.device("cpu")
@@ -129,19 +129,13 @@ def test_a_compiled_step_equals_an_eager_one(monkeypatch, objective: str) -> Non
     assert compiled.fused_available()  # the kernels really compiled
 
 
-def isa(args: list, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    return done.value.code, capsys.readouterr().err
-
-
 def test_no_compile_is_stored_and_may_change_on_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     base = ["train", "--data", "dsprites-mini", "--batch-size", "8", "-q", "-o", out]
-    assert isa([*base, "--steps", "1", "--no-compile"], capsys) == (0, "")
+    code, _, err = isa([*base, "--steps", "1", "--no-compile"], capsys)
+    assert (code, err) == (0, "")
     assert read_run_config(out).compile is False
-    code, err = isa(["train", "--resume", "-o", out, "-q", "--steps", "2", "--compile"], capsys)
+    code, _, err = isa(["train", "--resume", "-o", out, "-q", "--steps", "2", "--compile"], capsys)
     assert code == 0, err
     assert read_run_config(out).compile is True
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-from isa_cli.main import main
 from isa_core import io, objectives, precision, training
 from isa_core.codes import load_codes
 from isa_core.data import open_dataset
@@ -37,20 +36,12 @@ from isa_core.training import (
     read_run_config,
     train,
 )
+from tests.conftest import isa_in_process as isa
 
 CPU = torch.device("cpu")
 LOSS_RTOL = 5e-3  # loss and log p(x|z), relative (measured at most 5e-4)
 PARTS_ATOL = 0.05  # the KL and its parts, nats per image (measured at most 0.005)
 RUN_RTOL = 0.02  # last logged loss of a short bf16 run against fp32 (measured 0.0005)
-
-
-def isa(args: list, capsys) -> tuple[int, str, str]:
-    """Run `isa ARGS` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 def fake_cpu(monkeypatch, *flags: str) -> None:

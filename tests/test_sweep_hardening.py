@@ -11,19 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from isa_cli.main import main
 from isa_core import io
 from isa_core.errors import IsaError
 from isa_core.sweeps import MAX_RUNS, NAME_MAX, SweepSpec, load_spec, run_state
 from tests.conftest import isa_executable, run_isa, wait_for_metrics
-
-
-def isa(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Run `isa ARGS` in this process; its exit status, stdout and stderr."""
-    with pytest.raises(SystemExit) as done:
-        main(args)
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
+from tests.conftest import isa_in_process as isa
 
 
 def assert_refused(result: tuple[int, str, str], command: str, *needles: str) -> None:

@@ -30,6 +30,7 @@ from isa_core.training import (
     train,
 )
 from tests.conftest import isa_executable, run_isa, wait_for_metrics
+from tests.conftest import isa_in_process as isa
 
 CPU = torch.device("cpu")
 MINI = ["--data", "dsprites-mini", "--arch", "conv", "--batch-size", "8", "-q"]
@@ -45,15 +46,6 @@ def small(**overrides) -> TrainConfig:
 def run(config: TrainConfig, folder: Path, resume: bool = False):
     prepare_folder(folder, resume=resume, force=not resume)
     return train(config, folder, CPU, resume=resume)
-
-
-def isa(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `isa ARGS` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return done.value.code, out, err
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

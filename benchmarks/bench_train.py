@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isa_core.training import TrainConfig, prepare_folder, train
+from isa_core.checkpoint import prepare_folder
+from isa_core.choices import Objective, Precision, TcEstimator
+from isa_core.training import TrainConfig, train
 
 
 def minimal_loop(
@@ -66,12 +68,12 @@ def minimal_loop(
 
 
 def isa_loop(
-    objective: str,
+    objective: Objective,
     steps: int,
     warmup: int,
     batch: int,
     device: torch.device,
-    precision: str,
+    precision: Precision,
     compile_: bool,
 ) -> float:
     stamps: list[float] = []
@@ -83,7 +85,7 @@ def isa_loop(
     config = TrainConfig(
         data="dsprites",
         objective=objective,
-        estimator="mss",
+        tc_estimator=TcEstimator.mss,
         precision=precision,
         compile=compile_,
         steps=warmup + steps,

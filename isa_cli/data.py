@@ -32,7 +32,8 @@ Source = Annotated[
 ]
 
 
-def parse_index_list(text: str, data: GroundTruthData) -> list[int]:
+def _index_list(text: str, data: GroundTruthData) -> list[int]:
+    """``0,5,9`` to flat indices, each checked against the data set's size."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -47,7 +48,7 @@ def parse_index_list(text: str, data: GroundTruthData) -> list[int]:
     return values
 
 
-def parse_factor_tuple(text: str, data: GroundTruthData) -> list[int]:
+def _factor_tuple(text: str, data: GroundTruthData) -> list[int]:
     """``shape=2,scale=5,...`` to one factor-class tuple, every factor named once."""
     given: dict[str, int] = {}
     for part in text.split(","):
@@ -116,13 +117,13 @@ def render(
 
     from isa_core import io
 
-    data = open_dataset(source)
     if (index is None) == (not factors):
         raise IsaError("give exactly one of --index or --factors")
+    data = open_dataset(source)
     if index is not None:
-        indices = torch.tensor(parse_index_list(index, data))
+        indices = torch.tensor(_index_list(index, data))
     else:
-        indices = data.factors_to_index([parse_factor_tuple(f, data) for f in factors or []])
+        indices = data.factors_to_index([_factor_tuple(f, data) for f in factors or []])
     pixels = data.pixels(indices)
     if scale_255 and data.binary:
         pixels = pixels * np.uint8(255)

@@ -89,6 +89,14 @@ def _fail(command: str, message: str, status: int) -> None:
     sys.exit(status)
 
 
+def _as_flags(error: IsaError) -> str:
+    """The message, its leading field name shown as the flag that sets it (beta -> --beta)."""
+    message, field = str(error), error.field
+    if field and message.startswith(field):
+        return "--" + field.replace("_", "-") + message[len(field) :]
+    return message
+
+
 def _one_line_warning(command: str):
     """Print warnings as ``isa <command>: warning: <message>``, like errors, not as tracebacks."""
     prefix = f"isa {command}" if command else "isa"
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     except IsaError as error:
         if _debug():
             traceback.print_exc()
-        _fail(_command_name(args), str(error), USAGE_ERROR)
+        _fail(_command_name(args), _as_flags(error), USAGE_ERROR)
     except typer.Abort:
         _fail(_command_name(args), "aborted", 130)
     except KeyboardInterrupt:

@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from isa_core.errors import IsaError
-from isa_core.priors import LpTree, parse_layout
+from isa_core.errors import IsaError, field_error
+from isa_core.priors import PriorSpec
+from isa_core.priors.spec import DEFAULT_LAYOUT, DEFAULT_P0, DEFAULT_P1, DEFAULT_SCALE
 
 if TYPE_CHECKING:  # torch loads only when a prior is built, so that `isa --help` stays fast
     from isa_core.priors import LpNested
 
-PRIOR_PANEL = "Prior (default: ISA 5x4, p0 2.1, p1 2.2, s 2)"
+PRIOR_PANEL = (
+    f"Prior (default: ISA {DEFAULT_LAYOUT}, p0 {DEFAULT_P0}, p1 {DEFAULT_P1}, s {DEFAULT_SCALE:g})"
+)
 
 Layout = Annotated[
     str | None,
     typer.Option(
         "--layout",
         help="ISA layout: COUNTxSIZE like 5x4, or subspace sizes like 4,4,3.",
-        show_default="5x4",
+        show_default=DEFAULT_LAYOUT,
         rich_help_panel=PRIOR_PANEL,
     ),
 ]
 P0 = Annotated[
     float | None,
     typer.Option(
-        "--p0", help="Root exponent p0 (Eq. 9).", show_default="2.1", rich_help_panel=PRIOR_PANEL
+        "--p0",
+        help="Root exponent p0 (Eq. 9).",
+        show_default=str(DEFAULT_P0),
+        rich_help_panel=PRIOR_PANEL,
     ),
 ]
 P1 = Annotated[
@@ -37,7 +42,7 @@ P1 = Annotated[
     typer.Option(
         "--p1",
         help="Subspace exponent(s) p_i: one value, or one per subspace (2.2,1.9,...).",
-        show_default="2.2",
+        show_default=str(DEFAULT_P1),
         rich_help_panel=PRIOR_PANEL,
     ),
 ]
@@ -78,6 +83,11 @@ Output = Annotated[
     ),
 ]
 
+PRECISION_HELP = (
+    "fp32; bf16 (encoder and decoder under bf16 autocast; weights, optimizer, prior and losses "
+    "stay fp32); or auto: bf16 on a CPU with AMX/AVX512-BF16 or a GPU with bf16, else fp32."
+)
+
 SEED_MAX = 2**63 - 1
 
 
@@ -98,47 +108,6 @@ def check_path_text(text: str | Path | None, what: str) -> None:
         raise IsaError(f"{what} {str(text)!r} contains a NUL byte, which no file name can; fix it")
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-class SampleMethod(str, Enum):
-    nested = "nested"
-    isa = "isa"
-
-
-def _positive(value: float, flag: str) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise IsaError(f"{flag} must be a positive finite number, got {value}")
-    return value
-
-
-def _parse_p1(text: str) -> float | list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise IsaError(
-            f"cannot parse --p1 {text!r}; give a number (2.2) or one per subspace (2.2,1.9)"
-        ) from None
-    for value in values:
-        _positive(value, "--p1")
-    return values[0] if len(values) == 1 else values
-
-
-def build_tree(layout: str | None, p0: float | None, p1: str | None, tree: str | None) -> LpTree:
-    """The prior's tree from ``--tree`` or from ``--layout/--p0/--p1`` (defaults 5x4/2.1/2.2)."""
-    if tree is not None:
-        given = [flag for flag, v in (("--layout", layout), ("--p0", p0), ("--p1", p1)) if v]
-        if given:
-            raise IsaError(f"--tree already fixes the prior; drop {', '.join(given)}")
-        return LpTree.parse(tree)
-    sizes = parse_layout(layout if layout is not None else "5x4")
-    root = _positive(p0 if p0 is not None else 2.1, "--p0")
-    sub = _parse_p1(p1) if p1 is not None else 2.2
-    return LpTree.isa(sizes, root, sub)
-
-
 def build_prior(
     layout: str | None,
     p0: float | None,
@@ -148,38 +117,47 @@ def build_prior(
     model: Path | None = None,
 ) -> LpNested:
     """The L^p-nested distribution named by the prior flags or stored in ``--model``."""
-    import torch
-
     from isa_core.priors import LpNested
 
     if model is not None:
-        check_path_text(model, "--model")
         given = [
-            flag
-            for flag, v in (
-                ("--layout", layout),
-                ("--p0", p0),
-                ("--p1", p1),
-                ("--tree", tree),
-                ("--scale", scale),
-            )
-            if v is not None
+            _flag(name)
+            for name, value in (("layout", layout), ("p0", p0), ("p1", p1), ("tree", tree))
+            if value is not None
         ]
+        if scale is not None:
+            given.append("--scale")
         if given:
             raise IsaError(f"--model already fixes the prior; drop {', '.join(given)}")
-        from isa_core.training import load_model
+        return _trained_prior(model)
+    scale = DEFAULT_SCALE if scale is None else scale
+    if not (math.isfinite(scale) and scale > 0):
+        raise field_error("scale", f"must be a positive finite number, got {scale}")
+    spec = PriorSpec(layout=layout, p0=p0, p1=p1, tree=tree)
+    return LpNested(spec.resolve(), scale=scale)
 
-        trained, _ = load_model(model)
-        with torch.no_grad():
-            exponents = trained.prior.double().exponents.detach()
-            scale = trained.prior.scale.detach().double()
-        if not (torch.isfinite(exponents).all() and (exponents > 0).all()):
-            raise IsaError(
-                f"{model} stores prior exponents {exponents.tolist()}; they must be positive "
-                "and finite (the file is damaged)"
-            )
-        if not (torch.isfinite(scale) and scale > 0):
-            raise IsaError(f"{model} stores prior scale {float(scale)}; the file is damaged")
-        return LpNested(trained.prior.tree, exponents, scale)
-    scale = 2.0 if scale is None else scale
-    return LpNested(build_tree(layout, p0, p1, tree), scale=_positive(scale, "--scale"))
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _trained_prior(model: Path) -> LpNested:
+    """The prior of a trained model file, learned exponents included."""
+    import torch
+
+    from isa_core.checkpoint import load_model
+    from isa_core.priors import LpNested
+
+    check_path_text(model, "--model")
+    trained, _ = load_model(model)
+    with torch.no_grad():
+        exponents = trained.prior.double().exponents.detach()
+        scale = trained.prior.scale.detach().double()
+    if not (torch.isfinite(exponents).all() and (exponents > 0).all()):
+        raise IsaError(
+            f"{model} stores prior exponents {exponents.tolist()}; they must be positive "
+            "and finite (the file is damaged)"
+        )
+    if not (torch.isfinite(scale) and scale > 0):
+        raise IsaError(f"{model} stores prior scale {float(scale)}; the file is damaged")
+    return LpNested(trained.prior.tree, exponents, scale)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from isa_cli.app import app
 from isa_cli.options import build_prior
-from isa_cli.sweep import read_results
 from isa_core.errors import IsaError
+
+if TYPE_CHECKING:
+    from isa_core.sweeps.results import RunResult
+
+# The results reader and the figures load inside the commands, so that `isa --help` stays fast.
 
 plot_app = typer.Typer(
     help="Figures from a results file (isa sweep collect).", no_args_is_help=True
@@ -34,6 +38,7 @@ def _save(figure, out: Path) -> None:
 def scatter(results: Results, out: Out) -> None:
     """MIG against log p(x|z), per method and β, mean ± standard error (Figs. 5b, 5c, 6)."""
     from isa_core.plots import mig_logpx_scatter
+    from isa_core.sweeps.results import read_results
 
     _save(mig_logpx_scatter(read_results(results, ("mig", "logpx"))), out)
 
@@ -46,31 +51,29 @@ def mig_dist(
 ) -> None:
     """Distribution of MIG per method, with mean, median and max (Fig. 5a)."""
     from isa_core.plots import mig_distribution
+    from isa_core.sweeps.results import read_results
 
-    rows = read_results(results, ("mig",))
-    if beta is not None and not any(r.get("beta") == beta for r in rows):
+    runs = read_results(results, ("mig",))
+    if beta is not None and not any(r.beta == beta for r in runs):
         raise IsaError(f"no run in {results} has beta = {beta:g}")
-    _save(mig_distribution(rows, beta), out)
+    _save(mig_distribution(runs, beta), out)
 
 
 @plot_app.command("exponents")
 def exponents(results: Results, out: Out) -> None:
     """Histograms of learned subspace exponents, sorted per model (Fig. 7)."""
     from isa_core.plots import exponent_histograms
+    from isa_core.sweeps.results import read_results
 
-    rows = read_results(results)
-    _check_learned_exponents(rows, results)
-    _save(exponent_histograms(rows), out)
+    runs = read_results(results)
+    _check_learned_exponents(runs, results)
+    _save(exponent_histograms(runs), out)
 
 
-def _check_learned_exponents(rows: list[dict], results: Path) -> None:
-    """Refuse results whose learned exponents cannot be drawn side by side: none at all, or
-    lists that are not p0 and the same number (at least one) of subspace exponents."""
-    learned = [
-        r["exponents"]
-        for r in rows
-        if r.get("exponents") and (r.get("config") or {}).get("learn_exponents")
-    ]
+def _check_learned_exponents(runs: list[RunResult], results: Path) -> None:
+    """Refuse results whose learned exponents cannot be drawn side by side (none at all, or
+    lists of different lengths), naming the file and the flag that fixes it."""
+    learned = [r.learned_exponents for r in runs if r.learned_exponents]
     if not learned:
         raise IsaError(
             f"{results}: no run in the results learned its exponents; train with --learn-exponents"

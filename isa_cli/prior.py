@@ -12,17 +12,16 @@ from isa_cli.app import app
 from isa_cli.options import (
     P0,
     P1,
-    DType,
     Layout,
     Model,
     Output,
-    SampleMethod,
     Scale,
     Tree,
     build_prior,
     check_path_text,
     seed_option,
 )
+from isa_core.choices import DType, SampleMethod
 from isa_core.errors import IsaError
 
 if TYPE_CHECKING:  # numpy, torch and isa_core.io load inside the commands (fast `isa --help`)

@@ -1,170 +1,39 @@
-"""`isa sweep run|status|collect`: a grid of runs from a TOML spec, on this machine."""
+"""`isa sweep run|status|collect` and `isa select`: sweeps from a TOML spec (isa_core.sweeps)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
 import sys
-import sysconfig
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from enum import Enum
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from isa_cli.app import app
+from isa_cli.progress import progress_bar
 from isa_core.errors import IsaError
 from isa_core.locks import folder_lock
 from isa_core.sweeps import (
+    ExecutorKind,
     Run,
+    RunResult,
     SweepSpec,
     check_data,
-    check_result_rows,
     filter_runs,
     load_manifest,
     load_spec,
+    read_results,
     run_folder,
     run_state,
-    threads_per_run,
+    select_representatives,
+    write_manifest,
 )
 
 sweep_app = typer.Typer(help="Sweeps: grids of train -> encode -> mig runs.", no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
-
-
-def _isa() -> str:
-    """This interpreter's `isa` script, so runs use the same installation."""
-    candidate = Path(sysconfig.get_path("scripts")) / "isa"
-    return str(candidate) if candidate.exists() else (shutil.which("isa") or "isa")
-
-
-class _Children:
-    """The stage processes running now, so a signal to the sweep is passed on to them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._running: set[subprocess.Popen] = set()
-        self.signal: int | None = None
-
-    def start(self, command: list[str], env: dict | None) -> subprocess.Popen | None:
-        """Start ``command``, or nothing (None) once the sweep has been told to stop."""
-        with self._lock:
-            if self.signal is not None:
-                return None
-            process = subprocess.Popen(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                encoding="utf-8",
-                errors="replace",
-            )
-            self._running.add(process)
-            return process
-
-    def finished(self, process: subprocess.Popen) -> None:
-        with self._lock:
-            self._running.discard(process)
-
-    def stop(self, number: int, _frame: object = None) -> None:
-        """Signal handler: remember the first signal and forward it to every running child
-        (`isa train` checkpoints and exits); no new stage starts after it."""
-        with self._lock:
-            if self.signal is None:
-                self.signal = number
-            for process in self._running:
-                process.send_signal(number)
-
-
-CHILDREN = _Children()
-
-
-def _stage(command: list[str], env: dict | None) -> tuple[int | None, str, str]:
-    """Run one stage; its exit status (None when the sweep was stopped first), stdout, stderr."""
-    process = CHILDREN.start(command, env)
-    if process is None:
-        return None, "", ""
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        CHILDREN.finished(process)
-    return process.returncode, stdout, stderr
-
-
-def _execute(run: Run, folder: Path, spec: SweepSpec, env: dict | None = None) -> dict:
-    """train (or resume) -> encode -> mig for one run; failures land in error.txt."""
-    if CHILDREN.signal is not None:
-        return {"id": run.id, "state": "pending"}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return {"id": run.id, "state": "failed", "error": f"cannot create {folder}: {error}"}
-    log = folder / "log.txt"
-    # The state file alone is a complete checkpoint (it carries the weights too).
-    resume = (folder / "train_state.safetensors").exists()
-    train = [_isa(), *run.train_args(folder), "-q"]
-    train.append("--resume" if resume else "--force")
-    if resume:  # a resumed run keeps its stored config; only the length may be extended
-        train = [_isa(), "train", "-o", str(folder), "--resume", "-q"]
-    if env is not None and "OMP_NUM_THREADS" in env:  # the run's share of the cores
-        train += ["--threads", env["OMP_NUM_THREADS"]]
-    eval_args = []
-    for name, value in spec.eval.items():
-        eval_args += [f"--{name.replace('_', '-')}", str(value)]
-    stages = [
-        train,
-        [
-            _isa(),
-            "encode",
-            str(folder / "model.safetensors"),
-            "-o",
-            str(folder / "codes.safetensors"),
-            "-q",
-        ],
-        [_isa(), "mig", str(folder / "codes.safetensors"), "-q", *eval_args],
-    ]
-    start = time.perf_counter()
-    (folder / "error.txt").unlink(missing_ok=True)
-    with log.open("a") as handle:
-        for command in stages:
-            handle.write("$ " + " ".join(command) + "\n")
-            handle.flush()
-            code, last_stdout, stderr = _stage(command, env)
-            handle.write(stderr)
-            if code != 0 and CHILDREN.signal is not None:
-                # stopped by a signal: no error.txt, so the next `sweep run` resumes the run
-                handle.write(f"(stopped by signal {CHILDREN.signal})\n")
-                return {"id": run.id, "state": "interrupted"}
-            if code != 0:
-                lines = [line for line in stderr.splitlines() if line.strip()]
-                message = lines[-1] if lines else f"exit status {code}"
-                (folder / "error.txt").write_text(message + "\n")
-                return {"id": run.id, "state": "failed", "error": message}
-    try:
-        result = json.loads(last_stdout.strip().splitlines()[-1])
-        result.update(
-            id=run.id, method=run.method, grid=run.grid, seconds=time.perf_counter() - start
-        )
-    except (IndexError, ValueError, AttributeError):
-        message = "isa mig printed no result line"
-        (folder / "error.txt").write_text(message + "\n")
-        return {"id": run.id, "state": "failed", "error": message}
-    from isa_core import io
-
-    with io.atomic_write(folder / "result.json") as handle:
-        handle.write(json.dumps(result).encode())
-    return {"id": run.id, "state": "done", "mig": result.get("mig"), "logpx": result.get("logpx")}
-
-
-class Executor(str, Enum):
-    local = "local"
-    slurm = "slurm"
-    submitit_local = "submitit-local"
 
 
 def slurm_parameters(
@@ -198,38 +67,17 @@ def slurm_parameters(
     return params
 
 
-def _submit(kind: Executor, folder: Path, todo: list[Run], sweep: SweepSpec, params: dict):
-    """Submit the runs as one job array through submitit; append to OUT/NAME/jobs.jsonl."""
-    import submitit
-
-    log_folder = folder / "submitit" / "%j"
-    if kind == Executor.slurm:
-        if shutil.which("srun") is None:
-            raise IsaError("no Slurm here (srun not found); use --executor local or submitit-local")
-        executor = submitit.SlurmExecutor(folder=log_folder)
-        executor.update_parameters(job_name=f"isa-{sweep.name}", **params)
-    else:
-        executor = submitit.LocalExecutor(folder=log_folder)
-        executor.update_parameters(timeout_min=params["time"])
-    folders = [run_folder(folder, r.id) for r in todo]
-    jobs = executor.map_array(_execute, todo, folders, [sweep] * len(todo))
-    with (folder / "jobs.jsonl").open("a") as handle:
-        for run, job in zip(todo, jobs, strict=True):
-            handle.write(json.dumps({"id": run.id, "job_id": str(job.job_id)}) + "\n")
-    return jobs
-
-
 @sweep_app.command("run")
 def run_command(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="Sweep folder.")] = Path("sweeps"),
     executor: Annotated[
-        Executor,
+        ExecutorKind,
         typer.Option(
             help="local (this machine), slurm (a job array through submitit), or "
             "submitit-local (the submitit path on this machine, to test a sweep)."
         ),
-    ] = Executor.local,
+    ] = ExecutorKind.local,
     jobs: Annotated[int, typer.Option(min=1, help="local: runs at a time on this machine.")] = 1,
     dry_run: Annotated[
         bool,
@@ -263,7 +111,7 @@ def run_command(
     time."""
     sweep = load_spec(spec)
     runs = filter_runs(sweep.runs(), only or [])
-    if executor != Executor.slurm:  # a cluster's nodes may see paths this machine does not
+    if executor != ExecutorKind.slurm:  # a cluster's nodes may see paths this machine does not
         check_data(runs)
     if dry_run:
         for run in runs:
@@ -279,19 +127,15 @@ def run_command(
             "folder you can write"
         ) from None
     with folder_lock(folder, f"isa sweep run {spec}"):
-        manifest = [
-            {"id": r.id, "method": r.method, "grid": r.grid, "flags": r.flags} for r in sweep.runs()
-        ]
-        from isa_core import io
-
-        with io.atomic_write(folder / "sweep.json") as handle:
-            handle.write(json.dumps({"name": sweep.name, "runs": manifest}).encode())
+        write_manifest(folder, sweep)
         todo = [r for r in runs if run_state(folders[r.id])["state"] != "done"]
         for run in runs:
             if run not in todo:
                 typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
-        if executor != Executor.local:
-            params = slurm_parameters(
+        if executor == ExecutorKind.local:
+            records = _run_locally(todo, jobs, folder, sweep)
+        else:
+            parameters = slurm_parameters(
                 slurm_partition,
                 slurm_time,
                 slurm_gpus_per_task,
@@ -301,67 +145,72 @@ def run_command(
                 slurm_account,
                 slurm_extra or [],
             )
-            if not todo:
-                return
-            submitted = _submit(executor, folder, todo, sweep, params)
-            if executor == Executor.slurm:
-                for run, job in zip(todo, submitted, strict=True):
-                    record = {"id": run.id, "state": "submitted", "job_id": job.job_id}
-                    typer.echo(json.dumps(record))
-                return
-            records = [job.result() for job in submitted]
-            for record in records:
-                typer.echo(json.dumps(record))
-            _check_failures(records, folders)
-            return
-        import torch
+            records = _submit(executor, folder, todo, sweep, parameters)
+    _check_failures(records, folders)
 
-        gpus = torch.cuda.device_count()
-        CHILDREN.signal = None
-        handlers = {s: signal.signal(s, CHILDREN.stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            records = _report(run_locally(todo, jobs, gpus, folder, sweep), sweep, len(todo))
-        finally:
-            for number, handler in handlers.items():
-                signal.signal(number, handler)
-    if CHILDREN.signal is not None:
+
+def _run_locally(todo: list[Run], jobs: int, folder: Path, sweep: SweepSpec) -> list[dict]:
+    """The runs in worker processes on this machine; a SIGINT/SIGTERM is passed on to them and
+    ends the command with 130/143 once they have checkpointed."""
+    from isa_core.sweeps import LocalPool, gpu_names
+
+    pool = LocalPool(jobs, gpu_names() if todo else [])
+    with _passed_on(pool.stop):
+        records = _report(pool.run(todo, folder, sweep.eval), sweep.name, len(todo))
+    if pool.signal is not None:
         stopped = sum(r.get("state") in ("interrupted", "pending") for r in records)
-        name = signal.Signals(CHILDREN.signal).name
+        name = signal.Signals(pool.signal).name
         sys.stderr.write(
             f"isa sweep run: stopped by {name}; {stopped} run(s) left unfinished (interrupted "
             "runs keep their last checkpoint); run the same command again to resume them\n"
         )
-        raise typer.Exit(143 if CHILDREN.signal == signal.SIGTERM else 130)
-    _check_failures(records, folders)
+        raise typer.Exit(143 if pool.signal == signal.SIGTERM else 130)
+    return records
 
 
-def _report(records, sweep: SweepSpec, total: int) -> list[dict]:
-    """Print each run's record as it finishes (with a progress bar on a terminal)."""
-    done = []
-    if not sys.stderr.isatty():
+@contextmanager
+def _passed_on(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` for the body (instead of ending this process)."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _submit(
+    kind: ExecutorKind, folder: Path, todo: list[Run], sweep: SweepSpec, parameters: dict
+) -> list[dict]:
+    """The runs as a submitit job array: on Slurm, print the submitted jobs and return; with
+    submitit-local, wait for them and print their records."""
+    from isa_core.sweeps import submit
+
+    if not todo:
+        return []
+    submitted = submit(kind, folder, todo, sweep, parameters)
+    if kind == ExecutorKind.slurm:
+        for run, job in zip(todo, submitted, strict=True):
+            typer.echo(json.dumps({"id": run.id, "state": "submitted", "job_id": job.job_id}))
+        return []
+    records = [job.result() for job in submitted]
+    for record in records:
+        typer.echo(json.dumps(record))
+    return records
+
+
+def _report(records: Iterable[dict], name: str, total: int) -> list[dict]:
+    """Print each run's record as it finishes, with a progress bar on a terminal (its time
+    left appears once the first run has finished)."""
+    done: list[dict] = []
+    failed = 0
+    with progress_bar(f"sweep {name}", total=total) as bar:
         for record in records:
-            typer.echo(json.dumps(record))
-            sys.stdout.flush()
             done.append(record)
-        return done
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn(f"[bold]sweep {sweep.name}[/]"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} done, {task.fields[failed]} failed"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("sweep", total=total, failed=0)
-        failed = 0
-        for record in records:
             failed += record.get("state") == "failed"
-            progress.update(task, advance=1, failed=failed)
             typer.echo(json.dumps(record))
             sys.stdout.flush()
-            done.append(record)
+            bar.update(advance=1, detail=f"{failed} failed")
     return done
 
 
@@ -376,35 +225,6 @@ def _check_failures(records: list[dict], folders: dict[str, Path]) -> None:
         f"{len(failed)} of {len(records)} runs failed; see {', '.join(logs)}{more} "
         "(or `isa sweep status`); fix the cause and run the same command again"
     )
-
-
-def run_locally(todo: list[Run], jobs: int, gpus: int, folder: Path, sweep: SweepSpec, work=None):
-    """Run ``todo`` with ``jobs`` at a time; with GPUs, one run per GPU at a time, each run
-    seeing only its GPU (CUDA_VISIBLE_DEVICES). Each run gets an equal share of the CPU cores
-    as its intra-op threads (``--threads`` and OMP_NUM_THREADS), so runs never oversubscribe
-    the machine. Yields each run's record in order."""
-    import os
-    import queue
-
-    work = work or _execute
-    slots: queue.Queue = queue.Queue()
-    width = min(jobs, gpus) if gpus else jobs
-    threads = str(threads_per_run(width))
-    for slot in range(width):
-        slots.put(slot)
-
-    def one(run: Run) -> dict:
-        slot = slots.get()
-        try:
-            env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot)
-            return work(run, run_folder(folder, run.id), sweep, env)
-        finally:
-            slots.put(slot)
-
-    with ThreadPoolExecutor(width) as pool:
-        yield from pool.map(one, todo)
 
 
 @sweep_app.command("status")
@@ -441,104 +261,18 @@ def collect_command(
     ] = None,
 ) -> None:
     """One JSON line per finished run: grid values, config, MIG, per-factor gaps, logpx, paths."""
+    from isa_core import io
+
     rows = []
     for entry in load_manifest(folder):
         run_dir = run_folder(folder, entry["id"])
         if run_state(run_dir)["state"] == "done":
-            rows.append(_collected(entry, run_dir))
-    from isa_core import io
-
+            rows.append(RunResult.from_run_folder(entry, run_dir).as_row())
     io.write_text(
         "".join(json.dumps(r) + "\n" for r in rows), out, typer.get_binary_stream("stdout")
     )
     if out is not None and str(out) != "-":
         typer.echo(str(out))  # like every command that writes a file, print its path
-
-
-def _collected(entry: dict, run_dir: Path) -> dict:
-    """The results row of one finished run; a file isa did not write is refused in one line."""
-    path = run_dir / "result.json"
-    redo = f"delete {path} and run the sweep again to redo the run"
-    try:
-        result = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        raise IsaError(f"{path} is not readable JSON; {redo}") from None
-    factors = result.get("factors") if isinstance(result, dict) else None
-    if (
-        not isinstance(factors, list)
-        or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in factors)
-        or "mig" not in result
-    ):
-        raise IsaError(f"{path} is not a result of `isa sweep run`; {redo}")
-    from isa_core import io
-
-    model = run_dir / "model.safetensors"
-    config = io.load_bundle(model).metadata.get("config")
-    if not isinstance(config, dict):
-        raise IsaError(f"{model} has no run config; it was not written by isa train; {redo}")
-    config = dict(config)
-    if isinstance(config.get("steps"), int) and config["steps"] > 0:
-        config["epochs"] = None  # a run given --steps (older files stored the default 20.0)
-    last = _last_metrics(run_dir / "metrics.jsonl")
-    return {
-        "id": entry["id"],
-        "method": entry["method"],
-        # β groups the rows (select, plot), also when it is fixed in [base], not in the grid.
-        "beta": config.get("beta"),
-        **entry["grid"],
-        "config": config,
-        "mig": result["mig"],
-        "logpx": result.get("logpx"),
-        "gaps": {f["name"]: f.get("gap") for f in factors},
-        "exponents": last.get("exponents"),
-        "seconds": result.get("seconds"),
-        "images_per_s": last.get("images_per_s"),
-        "model": str(model.resolve()),
-        "codes": str((run_dir / "codes.safetensors").resolve()),
-    }
-
-
-def _last_metrics(path: Path) -> dict:
-    """The last readable line of a metrics.jsonl ({} when there is none)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(record, dict):
-            return record
-    return {}
-
-
-def read_results(path: Path, require: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a results JSONL file (`isa sweep collect`), checked; ``require`` names the keys
-    every row must have."""
-    hint = "give the results file (JSON lines) of `isa sweep collect`"
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise IsaError(
-            f"{path}: no such results file; write one with `isa sweep collect`"
-        ) from None
-    except IsADirectoryError:
-        raise IsaError(f"{path} is a folder; {hint}") from None
-    except UnicodeDecodeError:
-        raise IsaError(f"{path} is not text (binary data?); {hint}") from None
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except (ValueError, RecursionError):
-            raise IsaError(f"{path}:{number} is not a JSON line; {hint}") from None
-    if not rows:
-        raise IsaError(f"{path} holds no results; {hint} from a sweep with finished runs")
-    return check_result_rows(rows, str(path), require)
 
 
 @app.command("select")
@@ -552,8 +286,6 @@ def select_command(
     ] = 0.5,
 ) -> None:
     """The representative model per group (appendix A.5): one JSON line per group."""
-    from isa_core.sweeps import select_representatives
-
     keys = [k.strip() for k in by.split(",") if k.strip()]
     for row in select_representatives(read_results(results), keys, quantile, str(results)):
         typer.echo(json.dumps(row))

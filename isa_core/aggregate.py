@@ -20,7 +20,7 @@ The marginals take M·M·K exponentials per step (84 million for the paper's M =
 are the whole cost of β-TCVAE over β-VAE. Two backends compute them:
 
 * ``eager``: row chunks of torch operations, on any device;
-* ``fused``: on the CPU, loop nests compiled by TorchInductor (``torch.compile``) that never
+* ``fused``: on the CPU, loop nests compiled by TorchInductor (``aggregate_fused``) that never
   materialise an (M, M, K) tensor: one pass forward, two backward, about 4x faster than eager.
   It needs a C++ compiler; ``auto`` chooses, and falls back, by the rule of ``isa_core.compiled``.
 
@@ -34,21 +34,19 @@ own term j = i apart (expanding (z - μ)² would cancel digits there).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from isa_core.compiled import check_backend, compiling, give_up_fused, wants_fused
+from isa_core.choices import Backend, TcEstimator, parse_choice
+from isa_core.compiled import check_backend, compile_errors, give_up_fused, wants_fused
 from isa_core.errors import IsaError
 
 __all__ = [
-    "ESTIMATORS",
     "aggregate_log_densities",
     "log_importance_weights",
 ]
 
-ESTIMATORS = ("mss", "mws")
 _LOG_2PI = math.log(2 * math.pi)
 # Every exponent here is a log-weight relative to a sum that is >= 1. Below -80 a term cannot
 # matter (M e^-80 < 1e-31), and exp of such arguments takes a slow path (15-30x on AVX-512 for
@@ -61,13 +59,14 @@ def _exp(log_terms: Tensor) -> Tensor:
     return log_terms.clamp_(min=EXP_FLOOR).exp_()
 
 
-def log_importance_weights(batch: int, dataset_size: int, estimator: str) -> tuple[float, float]:
+def log_importance_weights(
+    batch: int, dataset_size: int, estimator: TcEstimator
+) -> tuple[float, float]:
     """(log w_ii, log w_ij for j ≠ i): the weight of z_i's own posterior and of each other one."""
-    if estimator not in ESTIMATORS:
-        raise IsaError(f"unknown estimator {estimator!r}; use mss or mws")
+    estimator = parse_choice(TcEstimator, "tc_estimator", estimator)
     if batch < 2:
         raise IsaError("the TC estimators need a batch of at least 2 images")
-    if estimator == "mws":
+    if estimator == TcEstimator.mws:
         return -math.log(batch), -math.log(batch)
     if dataset_size < batch:
         raise IsaError(f"the batch ({batch}) is larger than the data set ({dataset_size})")
@@ -91,36 +90,44 @@ def aggregate_log_densities(
     mean: Tensor,
     logvar: Tensor,
     dataset_size: int,
-    estimator: str = "mss",
-    backend: str = "auto",
+    estimator: TcEstimator = TcEstimator.mss,
+    backend: Backend = Backend.auto,
 ) -> tuple[Tensor, Tensor]:
     """Minibatch estimates of log q(z_i) (M,) and log q(z_ik) per dimension (M, K)."""
-    check_backend(backend)
+    backend = check_backend(backend)
     batch, dims = z.shape
     log_weights = log_importance_weights(batch, dataset_size, estimator)
-    if backend == "fused" and z.device.type != "cpu":
+    if backend == Backend.fused and z.device.type != "cpu":
         raise IsaError("the fused backend runs on the CPU; use eager (or auto) on other devices")
-    if backend == "auto":  # M·M·K terms: the marginals' elementwise work
-        fused = wants_fused(backend, z.device.type, batch * batch * dims)
-        backend = "fused-or-eager" if fused else "eager"
+    if backend == Backend.auto and not wants_fused(backend, z.device.type, batch * batch * dims):
+        backend = Backend.eager  # M·M·K terms, the marginals' elementwise work, are too few
     return _AggregateLogDensities.apply(z, mean, logvar, log_weights, backend)
 
 
+def _fused_module():
+    """The compiled kernels' module, imported on first use (it loads TorchInductor's config)."""
+    from isa_core import aggregate_fused
+
+    return aggregate_fused
+
+
 class _AggregateLogDensities(torch.autograd.Function):
+    """The estimates with a hand-written backward; ``backend`` auto here means try fused."""
+
     @staticmethod
-    def forward(ctx, z: Tensor, mean: Tensor, logvar: Tensor, log_weights, backend: str):
+    def forward(ctx, z: Tensor, mean: Tensor, logvar: Tensor, log_weights, backend: Backend):
         precision = torch.exp(-logvar)  # (M, K)
         offset = -0.5 * (_LOG_2PI + logvar)  # (M, K)
         args = (z, mean, precision, offset, log_weights)
         result = None
-        if backend != "eager":
+        if backend != Backend.eager:
             try:
-                result = _fused_forward(*args)
-            except Exception as error:  # no C++ compiler, unsupported platform, ...
-                if backend == "fused":
+                result = _fused_module().fused_forward(*args)
+            except compile_errors() as error:  # no C++ compiler, unsupported platform, ...
+                if backend == Backend.fused:
                     raise
                 give_up_fused(error, "TC estimator")
-                backend = "eager"
+                backend = Backend.eager
         marginals, log_qz, joint_softmax = result if result else _eager_forward(*args)
         ctx.save_for_backward(z, mean, precision, offset, marginals, joint_softmax)
         ctx.log_weights, ctx.backend = log_weights, backend
@@ -132,22 +139,22 @@ class _AggregateLogDensities(torch.autograd.Function):
         args = (z, mean, precision, offset, marginals, grad_marginals, ctx.log_weights)
         joint_args = (z, mean, precision, joint_softmax, grad_joint)
         grads = None
-        if ctx.backend != "eager":
+        if ctx.backend != Backend.eager:
             try:
-                grads, joint_grads = _fused_backward(*args, joint_args)
-            except Exception as error:
-                if ctx.backend == "fused":
+                grads, joint_grads = _fused_module().fused_backward(*args, joint_args)
+            except compile_errors() as error:
+                if ctx.backend == Backend.fused:
                     raise
                 give_up_fused(error, "TC estimator")
                 grads = None
         if not grads:
             grads = _eager_backward(*args)
-            joint_grads = _joint_backward(*joint_args)
+            joint_grads = joint_backward(*joint_args)
         grad_z, grad_mean, grad_logvar = (a + b for a, b in zip(grads, joint_grads, strict=True))
         return grad_z, grad_mean, grad_logvar, None, None
 
 
-def _normalise_joint(joint: Tensor) -> tuple[Tensor, Tensor]:
+def normalise_joint(joint: Tensor) -> tuple[Tensor, Tensor]:
     """log Σ_j exp(joint_ij) (M,) and the softmax over j (M, M) of log w_ij + Σ_k g_ijk."""
     peak = joint.amax(1, keepdim=True)
     terms = torch.exp(torch.clamp(joint - peak, min=EXP_FLOOR))
@@ -155,7 +162,7 @@ def _normalise_joint(joint: Tensor) -> tuple[Tensor, Tensor]:
     return (peak + torch.log(total)).squeeze(1), terms / total
 
 
-def _joint_backward(z, mean, precision, joint_softmax, grad_joint):
+def joint_backward(z, mean, precision, joint_softmax, grad_joint):
     """Gradients of Σ_i grad_i log q(z_i) with respect to z, μ and log σ².
 
     The weights s_ij do not depend on k, so the sums over i or j are matrix products of s with
@@ -204,7 +211,7 @@ def _eager_forward(z, mean, precision, offset, log_weights, chunk_terms: int | N
         total = _exp(g.sub_(own[start : rows.stop, None, :])).sum(1)
         marginals[start : rows.stop] = total.log_().add_(own[start : rows.stop])
     joint += log_weight_matrix(range(batch), batch, log_weights, joint)
-    return marginals, *_normalise_joint(joint)
+    return marginals, *normalise_joint(joint)
 
 
 def _eager_backward(z, mean, precision, offset, marginals, grad, log_weights):
@@ -227,98 +234,3 @@ def _eager_backward(z, mean, precision, offset, marginals, grad, log_weights):
         grad_mean += u.sum(0)
         grad_logvar += 0.5 * (u.mul_(d).sum(0) - t.sum(0))
     return grad_z, grad_mean, grad_logvar
-
-
-# Fused CPU kernels. Tensors are transposed to (K, M) so the reduced axis is contiguous and
-# vectorises. The sums over the other batch members run over a rolled view, entry (k, i, s) =
-# x[k, (i + 1 + s) mod M] for s < M - 1: it skips j = i without a per-element index test (which
-# costs a third of the time); the own term is added separately, exactly.
-
-
-def _others(xt: Tensor) -> Tensor:
-    """(K, M) -> (K, M, M - 1) view over the other batch members, in rolled order."""
-    dims, batch = xt.shape
-    doubled = torch.cat([xt, xt], 1)  # (K, 2M)
-    return torch.as_strided(doubled, (dims, batch, batch - 1), (2 * batch, 1, 1), 1)
-
-
-def _forward_kernel(zt, meant, precisiont, offsett, own, others):
-    d_own = zt - meant
-    g_own = offsett - 0.5 * d_own * d_own * precisiont  # log N(z_ik; μ_ik, σ_ik²), (K, M)
-    d = zt[:, :, None] - _others(meant)  # (K, i, s)
-    g = _others(offsett) - 0.5 * d * d * _others(precisiont)
-    # Σ_j w_ij e^g_ijk = w_ii e^g_iik (1 + Σ_{j≠i} (w_ij / w_ii) e^(g_ijk - g_iik))
-    relative = torch.clamp(g - g_own[:, :, None] + (others - own), min=EXP_FLOOR)
-    marginals = g_own + own + torch.log1p(torch.exp(relative).sum(-1))
-    # The joint in the plain (i, j) order, for the matrix products of the backward pass.
-    d_all = zt[:, :, None] - meant[:, None, :]  # (K, i, j)
-    joint = (offsett[:, None, :] - 0.5 * d_all * d_all * precisiont[:, None, :]).sum(0)
-    index = torch.arange(zt.shape[1], device=zt.device)
-    joint = joint + torch.where(index[:, None] == index[None, :], own, others)  # (M, M)
-    return marginals, *_normalise_joint(joint)
-
-
-def _own_weights(zt, meant, precisiont, offsett, own, marginalst):
-    """The own term's softmax weight t_iik and d, d·a at j = i, all (K, M)."""
-    d = zt - meant
-    da = d * precisiont
-    return torch.exp(offsett - 0.5 * d * da + own - marginalst), d, da
-
-
-def _grad_z_kernel(zt, meant, precisiont, offsett, own, others, marginalst, gradt):
-    t_own, _, da_own = _own_weights(zt, meant, precisiont, offsett, own, marginalst)
-    d = zt[:, :, None] - _others(meant)  # (K, i, s)
-    da = d * _others(precisiont)
-    log_t = _others(offsett) - 0.5 * d * da + others - marginalst[:, :, None]
-    t = torch.exp(torch.clamp(log_t, min=EXP_FLOOR))
-    return -gradt * ((t * da).sum(-1) + t_own * da_own)
-
-
-def _grad_posterior_kernel(zt, meant, precisiont, offsett, own, others, marginalst, gradt):
-    t_own, d_own, da_own = _own_weights(zt, meant, precisiont, offsett, own, marginalst)
-    t_own = t_own * gradt
-    d = _others(zt) - meant[:, :, None]  # (K, j, s): rows i = j + 1 + s, w_ij = w_ji
-    da = d * precisiont[:, :, None]
-    log_t = offsett[:, :, None] - 0.5 * d * da + others - _others(marginalst)
-    t = torch.exp(torch.clamp(log_t, min=EXP_FLOOR)) * _others(gradt)
-    grad_mean = (t * da).sum(-1) + t_own * da_own
-    grad_logvar = 0.5 * ((t * (d * da - 1)).sum(-1) + t_own * (d_own * da_own - 1))
-    return grad_mean, grad_logvar
-
-
-_FUSED: dict[str, Callable] = {}
-
-
-def _fused_kernels() -> dict[str, Callable]:
-    """The kernels wrapped by torch.compile; each compiles on its first call for a shape."""
-    if not _FUSED:
-        _FUSED["forward"] = torch.compile(_forward_kernel, dynamic=False)
-        _FUSED["grad_z"] = torch.compile(_grad_z_kernel, dynamic=False)
-        _FUSED["grad_posterior"] = torch.compile(_grad_posterior_kernel, dynamic=False)
-        _FUSED["joint_backward"] = torch.compile(_joint_backward, dynamic=False)
-    return _FUSED
-
-
-def _scalars(log_weights, like: Tensor) -> tuple[Tensor, Tensor]:
-    return tuple(torch.tensor(value, dtype=like.dtype) for value in log_weights)
-
-
-def _fused_forward(z, mean, precision, offset, log_weights):
-    transposed = [t.T.contiguous() for t in (z, mean, precision, offset)]
-    with compiling():
-        marginals_t, log_qz, joint_softmax = _fused_kernels()["forward"](
-            *transposed, *_scalars(log_weights, z)
-        )
-    return marginals_t.T.contiguous(), log_qz, joint_softmax
-
-
-def _fused_backward(z, mean, precision, offset, marginals, grad, log_weights, joint_args):
-    transposed = [t.T.contiguous() for t in (z, mean, precision, offset)]
-    tail = [t.T.contiguous() for t in (marginals, grad)]
-    args = (*transposed, *_scalars(log_weights, z), *tail)
-    with compiling():
-        grad_z = _fused_kernels()["grad_z"](*args)
-        grad_mean, grad_logvar = _fused_kernels()["grad_posterior"](*args)
-        joint_grads = _fused_kernels()["joint_backward"](*joint_args)
-    grads = grad_z.T.contiguous(), grad_mean.T.contiguous(), grad_logvar.T.contiguous()
-    return grads, joint_grads

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from isa_core import io
+from isa_core.choices import Precision
 from isa_core.data import GroundTruthData
 from isa_core.errors import IsaError
 from isa_core.models import VAE, reparameterize
@@ -29,6 +30,8 @@ __all__ = ["Codes", "encode", "is_codes_file", "load_codes", "save_codes"]
 
 @dataclass
 class Codes:
+    """q(z|x) = N(mean, exp(logvar)) of N images, their factor classes, and the file's metadata."""
+
     mean: np.ndarray  # (N, K)
     logvar: np.ndarray  # (N, K)
     factors: np.ndarray  # (N, F) int64
@@ -37,10 +40,12 @@ class Codes:
 
     @property
     def std(self) -> np.ndarray:
+        """The posterior standard deviations, (N, K) float64."""
         return np.exp(0.5 * self.logvar.astype(np.float64))
 
     @property
     def factor_names(self) -> list[str]:
+        """The names of the factor columns."""
         return list(self.metadata["factor_names"])
 
 
@@ -52,15 +57,15 @@ def encode(
     batch_size: int = 2048,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.fp32,
 ) -> Codes:
     """q(z|x) of every image, in flat-index order, and log p(x|z) of one sample z per image.
 
     ``precision`` (fp32, bf16 or auto) is that of the encoder and decoder, as in training.
     """
-    if tuple(data.image_shape) != tuple(model.decoder_shape):
+    if tuple(data.image_shape) != tuple(model.image_shape):
         raise IsaError(
-            f"the model was trained on {tuple(model.decoder_shape)} images, but {data.name} has "
+            f"the model was trained on {tuple(model.image_shape)} images, but {data.name} has "
             f"{tuple(data.image_shape)}"
         )
     resolved = resolve_precision(precision, device)
@@ -97,6 +102,7 @@ def encode(
 
 
 def save_codes(path: Path | str, codes: Codes) -> None:
+    """Write ``codes`` as a codes file (atomically, through ``io.save_bundle``)."""
     tensors = {
         "mean": torch.from_numpy(codes.mean),
         "logvar": torch.from_numpy(codes.logvar),
@@ -108,6 +114,7 @@ def save_codes(path: Path | str, codes: Codes) -> None:
 
 
 def is_codes_file(metadata: Any) -> bool:
+    """Whether a bundle's metadata marks it as a codes file (rather than a model)."""
     return isinstance(metadata, dict) and metadata.get("kind") == "codes"
 
 

@@ -15,41 +15,55 @@ follow one rule, chosen by a ``backend`` argument:
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 
-from isa_core.errors import IsaError
+from isa_core.choices import Backend, parse_choice
 
 __all__ = [
-    "BACKENDS",
     "FUSED_MIN_VALUES",
     "check_backend",
+    "compile_errors",
     "compiling",
     "fused_available",
     "give_up_fused",
     "wants_fused",
 ]
 
-BACKENDS = ("auto", "fused", "eager")
 # Below about 4 million elementwise terms per call a step saves under 10 ms by fusing, so the
 # seconds of compiling would take hundreds of steps to repay: auto stays eager there.
 FUSED_MIN_VALUES = 1 << 22
 _BROKEN: list[str] = []  # the first compile error of this process, once one happened
 
 
-def check_backend(name: str) -> str:
-    """``name`` if it is one of BACKENDS, else an IsaError naming the choices."""
-    if name not in BACKENDS:
-        raise IsaError(f"unknown backend {name!r}; use auto, fused or eager")
-    return name
+def check_backend(name: str) -> Backend:
+    """``name`` as a Backend, else an IsaError naming the choices."""
+    return parse_choice(Backend, "backend", name)
 
 
 def wants_fused(backend: str, device_type: str, values: int) -> bool:
     """Whether a call should try the compiled kernels (see the module docstring for the rule)."""
-    check_backend(backend)
-    if backend == "fused":
+    backend = check_backend(backend)
+    if backend == Backend.fused:
         return True
-    return backend == "auto" and device_type == "cpu" and values >= FUSED_MIN_VALUES and not _BROKEN
+    return (
+        backend == Backend.auto
+        and device_type == "cpu"
+        and values >= FUSED_MIN_VALUES
+        and not _BROKEN
+    )
+
+
+@functools.cache
+def compile_errors() -> tuple[type[Exception], ...]:
+    """What torch.compile raises when it cannot compile: no or a broken C++ compiler, an
+    Inductor failure. Only these fall back to eager; any other error is a bug and propagates."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    # InductorError, raised for a failed compile by recent torch, is a BackendCompilerFailed.
+    return BackendCompilerFailed, CppCompileError, InvalidCxxCompiler
 
 
 def fused_available() -> bool:

@@ -1,4 +1,5 @@
-"""The one place for file formats: NPY arrays, safetensors bundles, stdin/stdout, atomic writes.
+"""The one place for file formats: NPY arrays, .npz archives, safetensors bundles, stdin/stdout,
+atomic writes, and the refusal of pickles and other foreign formats.
 
 Conventions (DESIGN.md): arrays travel as NPY; bundles are safetensors files with a JSON string
 under the metadata key ``isa``; a positional input is a path, or ``-``/absent for stdin, where
@@ -15,6 +16,7 @@ import errno
 import hashlib
 import io
 import json
+import lzma
 import math
 import os
 import re
@@ -22,6 +24,8 @@ import socket
 import stat
 import tempfile
 import tokenize
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,12 +45,17 @@ if TYPE_CHECKING:  # torch is imported where bundles are read or written, so `--
 __all__ = [
     "NPY_MAGIC",
     "Bundle",
+    "NpyHeader",
+    "NpzArchive",
     "atomic_write",
     "load_bundle",
     "load_npy",
+    "open_input",
+    "open_npz",
     "read_array",
     "read_paths",
     "read_source",
+    "refuse_foreign",
     "remove_stale_temporaries",
     "save_bundle",
     "save_figure",
@@ -55,7 +64,7 @@ __all__ = [
 ]
 
 NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a first entry, or an empty archive
 _METADATA_KEY = "isa"
 _NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
 
@@ -64,25 +73,28 @@ _NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
 # Telling formats apart
 
 
-def _sniff(data: bytes) -> str:
+def _sniff(data: bytes, size: int | None = None) -> str:
     """Name the format of ``data`` from its structure: npy, zip, safetensors, pickle or other.
 
-    Safetensors is tested before pickle: its header length (a little-endian u64) starts with
-    the byte 0x80 whenever that length is 128 mod 256.
+    ``data`` may be the first bytes of a file of ``size`` bytes (default: all of it). Safetensors
+    is tested before pickle: its header length (a little-endian u64) starts with the byte 0x80
+    whenever that length is 128 mod 256.
     """
+    size = len(data) if size is None else size
     if data.startswith(NPY_MAGIC):
         return "npy"
-    if data.startswith(_ZIP_MAGIC):
+    if data.startswith(_ZIP_MAGICS):
         return "zip"
-    if data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data):
+    if data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= size:
         return "safetensors"
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
     return "other"
 
 
-def _refuse_foreign(kind: str, name: str, expected: str) -> None:
-    """Raise a clear error when ``name`` holds a known format other than ``expected``."""
+def refuse_foreign(kind: str, name: str, expected: str) -> None:
+    """Raise a clear error when ``name`` holds a known format (``kind`` from sniffing) other
+    than ``expected``; the one place that refuses pickles, archives and arrays by their bytes."""
     if kind == "pickle":
         raise IsaError(
             f"{name} is a Python pickle; isa never loads pickles (they can run code): "
@@ -118,15 +130,20 @@ def _as_path(text: str | os.PathLike) -> Path:
     return Path(text)
 
 
+def _read_error(path: Path, error: OSError) -> IsaError:
+    """The one-line IsaError for an OSError while reading ``path``."""
+    if isinstance(error, FileNotFoundError):
+        return IsaError(f"{path}: no such file; check the path")
+    if isinstance(error, IsADirectoryError):
+        return IsaError(f"{path} is a folder; give a file")
+    return IsaError(f"cannot read {path}: {error.strerror or error}; check the path")
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise IsaError(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise IsaError(f"{path} is a folder; give a file") from None
     except OSError as error:
-        raise IsaError(f"cannot read {path}: {error.strerror}; check the path") from None
+        raise _read_error(path, error) from None
     except ValueError as error:  # Path.read_bytes refuses NUL bytes with a ValueError
         _as_path(path)  # raises the NUL-byte message when that is the reason
         raise IsaError(f"cannot read {path}: {error}; check the path") from None
@@ -144,15 +161,29 @@ _HEADER_ERRORS = (
 )
 
 
-def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Parse an NPY header without loading anything: the shape, the dtype and the data offset."""
-    buffer = io.BytesIO(data)
+@dataclass(frozen=True)
+class NpyHeader:
+    """What an NPY header declares: the array's shape, dtype and memory order."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of array data the header promises (Python ints: no overflow)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _npy_header(stream: BinaryIO, name: str) -> NpyHeader:
+    """Parse the NPY header at the start of ``stream`` without loading anything; the stream is
+    left at the array data."""
     try:
-        version = npy_format.read_magic(buffer)
+        version = npy_format.read_magic(stream)
         if version == (1, 0):
-            shape, _fortran, dtype = npy_format.read_array_header_1_0(buffer)
+            shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
         elif version == (2, 0):
-            shape, _fortran, dtype = npy_format.read_array_header_2_0(buffer)
+            shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
         else:
             version = None
     except _HEADER_ERRORS as error:
@@ -162,28 +193,28 @@ def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype, int]
         raise IsaError(
             f"{name} uses an NPY format version isa does not read; save it with numpy.save"
         )
-    return shape, dtype, buffer.tell()
+    return NpyHeader(shape, dtype, fortran)
 
 
-def _check_npy(data: bytes, name: str) -> None:
-    """Refuse non-numeric dtypes and shapes whose bytes are not all present, before numpy
-    allocates the array (a forged header could otherwise ask for terabytes)."""
-    shape, dtype, offset = _npy_header(data, name)
+def _check_npy(header: NpyHeader, present: int, name: str, numeric: bool = True) -> None:
+    """Refuse pickled objects, non-numeric dtypes (when ``numeric``) and shapes whose bytes are
+    not all ``present``, before anything is allocated (a forged header could ask for terabytes)."""
+    shape, dtype = header.shape, header.dtype
     if dtype.hasobject:
-        raise IsaError(f"{name} holds a pickled object array; isa reads numeric NPY arrays only")
-    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise IsaError(
+            f"{name} holds a pickled object array; isa never loads pickles (they can run code)"
+        )
+    if numeric and (dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None):
         raise IsaError(
             f"{name} holds {dtype} data, not numbers; isa reads numeric NPY arrays "
             "(float, int, bool) only: convert it with numpy first"
         )
     if any(size < 0 for size in shape):
         raise IsaError(f"{name} is a corrupt NPY file (negative size in shape {shape})")
-    needed = math.prod(shape) * dtype.itemsize
-    present = len(data) - offset
-    if needed > present:
+    if header.nbytes > present:
         raise IsaError(
-            f"{name} is a truncated or corrupt NPY file: its header declares shape {shape} "
-            f"({needed} bytes) but only {present} bytes follow"
+            f"{name} is a truncated or corrupt NPY file: its header declares {dtype} shape "
+            f"{shape} ({header.nbytes} bytes) but only {max(0, present)} bytes follow"
         )
 
 
@@ -195,9 +226,10 @@ def load_npy(data: bytes | Path, name: str | None = None) -> np.ndarray:
     name = name or "input"
     kind = _sniff(data)
     if kind != "npy":
-        _refuse_foreign(kind, name, "an NPY file")
+        refuse_foreign(kind, name, "an NPY file")
         raise IsaError(f"{name} is not an NPY file (no NPY header); write arrays with numpy.save")
-    _check_npy(data, name)
+    buffer = io.BytesIO(data)
+    _check_npy(_npy_header(buffer, name), len(data) - buffer.tell(), name)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, TypeError, OverflowError, EOFError, OSError) as error:
@@ -224,7 +256,7 @@ def read_source(arg: str | None, stdin: BinaryIO) -> Path | bytes:
     data, kind = _read_stdin(stdin, "an array or a path")
     if kind == "npy":
         return data
-    _refuse_foreign(kind, "stdin", "an NPY array or a path")
+    refuse_foreign(kind, "stdin", "an NPY array or a path")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -242,7 +274,7 @@ def read_paths(arg: str | None, stdin: BinaryIO) -> list[Path]:
     data, kind = _read_stdin(stdin, "paths")
     if kind == "npy":
         raise IsaError("stdin holds an NPY array; this command reads file paths")
-    _refuse_foreign(kind, "stdin", "file paths (one per line)")
+    refuse_foreign(kind, "stdin", "file paths (one per line)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -267,6 +299,145 @@ def _is_terminal(stream: Any) -> bool:
         return bool(isatty and isatty())
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Data files: opened once, told apart by their first bytes; .npz entries read one at a time
+
+_SNIFF_BYTES = 16  # every magic number above, and a safetensors header length
+
+# What a damaged or unusual zip archive raises while it is opened or an entry is read.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,  # an unsupported compression method
+    RuntimeError,  # an encrypted entry
+)
+
+
+def open_input(path: Path | str) -> tuple[BinaryIO, str]:
+    """Open a file for reading and name its format from its first bytes (as ``_sniff``), so a
+    reader opens it once and never reads a whole file to tell formats apart."""
+    path = _as_path(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115  (returned to the caller, who closes it)
+    except OSError as error:
+        raise _read_error(path, error) from None
+    try:
+        head = handle.read(_SNIFF_BYTES)
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(0)
+    except OSError as error:
+        handle.close()
+        raise _read_error(path, error) from None
+    return handle, _sniff(head, size)
+
+
+class NpzArchive:
+    """An open .npz archive (a zip of NPY entries), read without pickles: each entry's NPY
+    header is checked before its data is read, so a forged size is refused unallocated."""
+
+    def __init__(self, handle: BinaryIO, kind: str, path: Path) -> None:
+        """``handle`` and ``kind`` as :func:`open_input` gives them; the archive owns the handle
+        and closes it (also when the archive cannot be read)."""
+        self.path = path
+        self.name = _show(path)
+        self._handle = handle
+        try:
+            if kind != "zip":
+                refuse_foreign(kind, self.name, "a .npz archive")
+                raise IsaError(
+                    f"{self.name} is not a readable .npz archive (no zip header: empty, corrupt "
+                    "or another format)"
+                )
+            try:
+                self._zip = zipfile.ZipFile(handle)
+            except _ARCHIVE_ERRORS as error:
+                raise IsaError(
+                    f"{self.name} is not a readable .npz archive (truncated or corrupt: {error})"
+                ) from None
+        except BaseException:
+            handle.close()
+            raise
+        self._names = set(self._zip.namelist())
+        # entry names as numpy gives them: "images.npy" is the entry "images"
+        self.files = tuple(name.removesuffix(".npy") for name in self._zip.namelist())
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zip.close()
+        self._handle.close()
+
+    def _open_entry(self, key: str) -> tuple[NpyHeader, BinaryIO, str]:
+        """Entry ``key`` opened at its array data, with its checked header and its name."""
+        what = f"{self.name}: entry '{key}'"
+        if key not in self.files:
+            raise IsaError(f"{self.name} has no '{key}' entry (it has: {', '.join(self.files)})")
+        info = self._zip.getinfo(f"{key}.npy" if f"{key}.npy" in self._names else key)
+        try:
+            member = self._zip.open(info)
+        except _ARCHIVE_ERRORS as error:
+            raise IsaError(f"{what} is truncated or corrupt ({error})") from None
+        try:
+            header = _npy_header(member, what)
+            _check_npy(header, info.file_size - member.tell(), what, numeric=False)
+        except IsaError:
+            member.close()
+            raise
+        except _ARCHIVE_ERRORS as error:
+            member.close()
+            raise IsaError(f"{what} has a corrupt NPY header ({error})") from None
+        return header, member, what
+
+    def header(self, key: str) -> NpyHeader:
+        """Entry ``key``'s NPY header, checked against the bytes the entry holds."""
+        header, member, _ = self._open_entry(key)
+        member.close()
+        return header
+
+    def array(self, key: str, kinds: str | None = None, expected: str = "") -> np.ndarray:
+        """Entry ``key`` as an array; with ``kinds`` (numpy dtype kind letters), another dtype
+        is refused before anything is read, the message saying ``expected``."""
+        header, member, what = self._open_entry(key)
+        with member:
+            if kinds is not None and header.dtype.kind not in kinds:
+                raise IsaError(f"{what} has dtype {header.dtype}; expected {expected}")
+            try:
+                member.seek(0)
+                return npy_format.read_array(member, allow_pickle=False)
+            except _ARCHIVE_ERRORS as error:
+                raise IsaError(f"{what} is truncated or corrupt ({error})") from None
+
+    def chunks(self, key: str, size: int) -> Iterator[bytes]:
+        """Entry ``key``'s array data in pieces of ``size`` bytes (the last may be shorter),
+        for arrays streamed rather than held whole."""
+        header, member, what = self._open_entry(key)
+        with member:
+            left = header.nbytes
+            while left > 0:
+                try:
+                    data = member.read(min(size, left))
+                except _ARCHIVE_ERRORS as error:
+                    raise IsaError(f"{what} is truncated or corrupt ({error})") from None
+                if not data:
+                    raise IsaError(f"{what} is truncated after {header.nbytes - left} bytes")
+                left -= len(data)
+                yield data
+
+
+def open_npz(path: Path | str) -> NpzArchive:
+    """Open a .npz archive for reading entry by entry (see :class:`NpzArchive`)."""
+    handle, kind = open_input(path)
+    return NpzArchive(handle, kind, _as_path(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +706,7 @@ def load_bundle(path: Path | str) -> Bundle:
     name = str(path)
     kind = _sniff(data)
     if kind != "safetensors":
-        _refuse_foreign(kind, name, "a safetensors file")
+        refuse_foreign(kind, name, "a safetensors file")
         if len(data) < 9:
             raise IsaError(f"{name} is truncated: too short for a safetensors header")
         header_len = int.from_bytes(data[:8], "little")

@@ -50,15 +50,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from isa_core.errors import IsaError
+if TYPE_CHECKING:
+    from isa_core.codes import Codes
 
-__all__ = ["MigResult", "mig", "mutual_information", "quadrature_mi", "subspace_mig"]
+from isa_core.choices import MiEstimator, SubspaceGrouping, parse_choice
+from isa_core.errors import IsaError, field_error
 
-ESTIMATORS = ("quadrature", "sampling", "histogram")
+__all__ = [
+    "MigResult",
+    "mig",
+    "mig_report",
+    "mutual_information",
+    "quadrature_mi",
+    "subspace_mig",
+]
+
 _MAX_GRID = 1 << 17
 _HERMITE_NODES = 16
 _REACH = 8.5  # in sigma_max: a component farther from a node adds below exp(-36) of its peak
@@ -151,11 +162,13 @@ def _prepare(mean, std, factors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, std, labels.astype(np.int64)
 
 
-def _check_memory(need: int, what: str, fix: str) -> None:
+def _check_memory(need: int, what: str, fix: str, field: str | None = None) -> None:
+    """Refuse work over the memory limit; ``field`` names the argument ``what`` starts with."""
     if need > _MAX_WORK_BYTES:
         raise IsaError(
             f"{what} needs about {need / 2**30:,.1f} GiB of memory, over the "
-            f"{_MAX_WORK_BYTES >> 30} GiB limit; {fix}"
+            f"{_MAX_WORK_BYTES >> 30} GiB limit; {fix}",
+            field=field,
         )
 
 
@@ -434,11 +447,12 @@ def subspace_mig(
 
 def _check_samples(samples: int, latents: int) -> None:
     if samples < 1:
-        raise IsaError(f"--samples must be >= 1, got {samples}")
+        raise field_error("samples", f"must be >= 1, got {samples}")
     _check_memory(
         samples * latents * _SAMPLING_BYTES,
-        f"--samples {samples:,} over {latents} latents",
+        f"samples {samples:,} over {latents} latents",
         "use fewer samples (the default, 10,000, is plenty for 2 decimals)",
+        field="samples",
     )
 
 
@@ -473,22 +487,22 @@ def mutual_information(
 
 def _mutual_information(mean, std, factors, estimator, samples, bins, seed):
     """``mutual_information`` on prepared codes (see ``_prepare``)."""
-    if estimator == "quadrature":
+    estimator = parse_choice(MiEstimator, "estimator", estimator)
+    if estimator == MiEstimator.quadrature:
         return quadrature_mi(mean, std, factors)
-    if estimator == "sampling":
+    if estimator == MiEstimator.sampling:
         _check_samples(samples, mean.shape[1])
         return _sampling_mi(mean, std, factors, samples, seed), None
-    if estimator == "histogram":
-        if bins < 2:
-            raise IsaError(f"--bins must be >= 2, got {bins}")
-        values = int(factors.max()) + 1
-        _check_memory(
-            bins * values * _HISTOGRAM_BYTES,
-            f"--bins {bins:,} with factors of up to {values} values",
-            "use fewer bins (the default is 20)",
-        )
-        return _histogram_mi(mean, factors, bins), None
-    raise IsaError(f"unknown estimator {estimator!r}; use quadrature, sampling or histogram")
+    if bins < 2:
+        raise field_error("bins", f"must be >= 2, got {bins}")
+    values = int(factors.max()) + 1
+    _check_memory(
+        bins * values * _HISTOGRAM_BYTES,
+        f"bins {bins:,} with factors of up to {values} values",
+        "use fewer bins (the default is 20)",
+        field="bins",
+    )
+    return _histogram_mi(mean, factors, bins), None
 
 
 def mig(
@@ -511,3 +525,74 @@ def mig(
         constant = [n for n, e in zip(names, entropies, strict=True) if e <= 0]
         raise IsaError(f"factor(s) {', '.join(constant)} take a single value; leave them out")
     return MigResult(np.maximum(mi, 0.0), entropies, list(names), estimator, resolution)
+
+
+NORMALIZATION = "H(v_k), the factor's empirical entropy (log |V_k| on a full grid)"
+
+
+def mig_report(
+    codes: Codes,
+    estimator: MiEstimator | str = MiEstimator.quadrature,
+    factors: Sequence[str] | str | None = None,
+    samples: int = 10_000,
+    bins: int = 20,
+    seed: int = 0,
+    group: SubspaceGrouping | str = SubspaceGrouping.none,
+) -> dict:
+    """MIG of a codes file as the JSON record `isa mig` prints (and sweeps store): the score,
+    per-factor MI and gaps, mean log p(x|z), and with ``group=subspaces`` the subspace MIG.
+    ``factors`` limits the score to those factors (names, or one comma-separated string)."""
+    import numpy as np
+
+    names = codes.factor_names
+    if not len(codes.mean):
+        raise IsaError("the codes are of 0 images; MIG of no images is undefined")
+    keep = list(range(len(names)))
+    if factors is not None:
+        given = factors if isinstance(factors, str) else ",".join(factors)
+        if isinstance(factors, str):
+            factors = [f.strip() for f in factors.split(",") if f.strip()]
+        unknown = [f for f in factors if f not in names]
+        if unknown or not factors:
+            raise field_error(
+                "factors",
+                f"{given!r}: unknown {', '.join(unknown) or 'list'}; "
+                f"this data has {', '.join(names)}",
+            )
+        keep = [names.index(f) for f in factors]
+    chosen = [names[i] for i in keep]
+    result = mig(
+        codes.mean, codes.std, codes.factors[:, keep], chosen, str(estimator), samples, bins, seed
+    )
+    record = result.as_dict()
+    record["n"] = len(codes.mean)
+    record["logpx"] = None if codes.logpx is None else float(np.mean(codes.logpx))
+    record["scored_factors"] = chosen
+    record["normalization"] = NORMALIZATION
+    if result.resolution is not None:
+        record["resolution"] = result.resolution
+    if SubspaceGrouping(group) == SubspaceGrouping.subspaces:
+        record["subspaces"] = _subspace_record(codes, keep, samples, seed)
+    return record
+
+
+def _subspace_record(codes: Codes, keep: list[int], samples: int, seed: int) -> dict:
+    """Subspace MIG of codes whose metadata names the model's ISA tree."""
+    from isa_core.priors import LpTree
+
+    config = codes.metadata.get("config") or {}
+    if not isinstance(config, dict) or not isinstance(config.get("tree"), str):
+        raise field_error(
+            "group", "subspaces needs the model's prior; these codes do not record it"
+        )
+    subspaces = [list(r) for r in LpTree.parse(config["tree"]).subspaces]
+    if all(len(s) == 1 for s in subspaces):
+        raise field_error(
+            "group", "subspaces needs an ISA prior; this model's subspaces are single latents"
+        )
+    names = codes.factor_names
+    chosen = [names[i] for i in keep]
+    result = subspace_mig(
+        codes.mean, codes.std, codes.factors[:, keep], chosen, subspaces, samples, seed
+    )
+    return {"groups": subspaces, **result.as_dict()}

@@ -14,14 +14,26 @@ their outputs are float32 either way, and their parameters always are.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from isa_core.errors import IsaError
+from isa_core.choices import Arch, parse_choice
+from isa_core.errors import field_error
 from isa_core.priors import LpNestedPrior
 
-__all__ = ["VAE", "build_decoder", "build_encoder", "gaussian_log_density", "reparameterize"]
+if TYPE_CHECKING:
+    from isa_core.config import TrainConfig
+
+__all__ = [
+    "VAE",
+    "build_decoder",
+    "build_encoder",
+    "build_model",
+    "gaussian_log_density",
+    "reparameterize",
+]
 
 
 class MLPEncoder(nn.Module):
@@ -104,30 +116,29 @@ class ConvDecoder(nn.Module):
         return self.net(z[:, :, None, None])
 
 
-def build_encoder(arch: str, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
-    if arch == "mlp":
-        return MLPEncoder(image_shape, latent_dim)
-    if arch == "conv":
-        _check_conv(image_shape)
+def build_encoder(arch: Arch, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
+    """q(z|x)'s network for ``arch``: (B, C, H, W) images to (B, 2K) means and log-variances."""
+    if _architecture(arch, image_shape) == Arch.conv:
         return ConvEncoder(image_shape, latent_dim)
-    raise IsaError(f"unknown architecture {arch!r}; use mlp or conv")
+    return MLPEncoder(image_shape, latent_dim)
 
 
-def build_decoder(arch: str, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
-    if arch == "mlp":
-        return MLPDecoder(image_shape, latent_dim)
-    if arch == "conv":
-        _check_conv(image_shape)
+def build_decoder(arch: Arch, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
+    """p(x|z)'s network for ``arch``: (B, K) latents to (B, C, H, W) Bernoulli logits."""
+    if _architecture(arch, image_shape) == Arch.conv:
         return ConvDecoder(image_shape, latent_dim)
-    raise IsaError(f"unknown architecture {arch!r}; use mlp or conv")
+    return MLPDecoder(image_shape, latent_dim)
 
 
-def _check_conv(image_shape: tuple[int, int, int]) -> None:
-    if image_shape[1:] != (64, 64):
-        raise IsaError(
-            f"--arch conv needs 64x64 images, the data has {image_shape[1]}x{image_shape[2]}; "
-            "use --arch mlp"
+def _architecture(arch: Arch | str, image_shape: tuple[int, int, int]) -> Arch:
+    """``arch`` as an Arch, refused where it cannot take the images (conv needs 64x64)."""
+    arch = parse_choice(Arch, "arch", arch)
+    if arch == Arch.conv and tuple(image_shape[1:]) != (64, 64):
+        raise field_error(
+            "arch",
+            f"conv needs 64x64 images, the data has {image_shape[1]}x{image_shape[2]}; use mlp",
         )
+    return arch
 
 
 def reparameterize(mean: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -144,10 +155,10 @@ def gaussian_log_density(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
 class VAE(nn.Module):
     """Encoder, decoder and a (possibly learnable) L^p-nested prior over K latents."""
 
-    def __init__(self, arch: str, image_shape: tuple[int, int, int], prior: LpNestedPrior) -> None:
+    def __init__(self, arch: Arch, image_shape: tuple[int, int, int], prior: LpNestedPrior) -> None:
         super().__init__()
         self.latent_dim = prior.tree.n
-        self.decoder_shape = tuple(image_shape)
+        self.image_shape = tuple(image_shape)  # (C, H, W) of the images it encodes and decodes
         self.encoder = build_encoder(arch, image_shape, self.latent_dim)
         self.decoder = build_decoder(arch, image_shape, self.latent_dim)
         self.prior = prior
@@ -162,3 +173,9 @@ class VAE(nn.Module):
         """Bernoulli logits of the image, (B, C, H, W) float32, even under bf16 autocast."""
         # float32 out: the log-likelihood sums 4096 pixels, too many for bf16's 8-bit mantissa.
         return self.decoder(z).float()
+
+
+def build_model(config: TrainConfig, image_shape: tuple[int, int, int]) -> VAE:
+    """The VAE a config describes, for images of ``image_shape``, with fresh weights."""
+    prior = LpNestedPrior(config.tree, scale=config.scale, learn_exponents=config.learn_exponents)
+    return VAE(config.arch, image_shape, prior)

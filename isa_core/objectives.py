@@ -16,10 +16,15 @@ the other entries (nats per image, averaged over the batch) are its parts.
   (Kim & Mnih 2018); the discriminator learns to tell q(z) from its dimension-permuted version.
 
 The aggregate posterior and its marginals are estimated on the minibatch (``aggregate``).
+``OBJECTIVES`` maps each ``Objective`` to its loss; the losses take their hyperparameters as
+keywords (``beta``, ``gamma``, ``tc_estimator``, ``dataset_size``, ``kl_warmup``, ...), so a
+training loop calls any of them the same way. ``DiscriminatorTrainer`` is FactorVAE's second
+player: the discriminator and its own optimizer step.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -27,12 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from isa_core.aggregate import aggregate_log_densities
-from isa_core.compiled import compiling, give_up_fused, wants_fused
+from isa_core.choices import Backend, Objective, TcEstimator
+from isa_core.compiled import compile_errors, compiling, give_up_fused, wants_fused
 from isa_core.models import gaussian_log_density
 from isa_core.priors import LpNested
 
 __all__ = [
+    "OBJECTIVES",
     "Discriminator",
+    "DiscriminatorTrainer",
     "bernoulli_log_likelihood",
     "discriminator_loss",
     "factorvae_loss",
@@ -42,7 +50,7 @@ __all__ = [
 ]
 
 
-def bernoulli_log_likelihood(logits: Tensor, x: Tensor, backend: str = "auto") -> Tensor:
+def bernoulli_log_likelihood(logits: Tensor, x: Tensor, backend: Backend = Backend.auto) -> Tensor:
     """log p(x|z) per image (B,), summed over pixels: Bernoulli with logits, in float32.
 
     ``logits`` may be bfloat16 (a decoder under autocast). ``backend`` follows
@@ -68,22 +76,20 @@ def _likelihood_backward(logits: Tensor, x: Tensor, grad: Tensor) -> Tensor:
     return ((x.float() - torch.sigmoid(logits.float())) * per_image).to(logits.dtype)
 
 
-_COMPILED: dict[str, Callable] = {}
-
-
+@functools.cache
 def _compiled_kernels() -> dict[str, Callable]:
     """The likelihood's kernels wrapped by torch.compile; each compiles once per shape."""
-    if not _COMPILED:
-        _COMPILED["forward"] = torch.compile(_likelihood_forward, dynamic=False)
-        _COMPILED["backward"] = torch.compile(_likelihood_backward, dynamic=False)
-    return _COMPILED
+    return {
+        "forward": torch.compile(_likelihood_forward, dynamic=False),
+        "backward": torch.compile(_likelihood_backward, dynamic=False),
+    }
 
 
 class _BernoulliLogLikelihood(torch.autograd.Function):
     """The likelihood with compiled kernels both ways; eager ones if compiling fails (auto)."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, x: Tensor, backend: str) -> Tensor:
+    def forward(ctx, logits: Tensor, x: Tensor, backend: Backend) -> Tensor:
         ctx.save_for_backward(logits, x)
         ctx.backend = backend
         return _run_kernel(ctx, "forward", logits, x)
@@ -96,15 +102,15 @@ class _BernoulliLogLikelihood(torch.autograd.Function):
 
 def _run_kernel(ctx, name: str, *args: Tensor) -> Tensor:
     eager = {"forward": _likelihood_forward, "backward": _likelihood_backward}[name]
-    if ctx.backend != "eager":
+    if ctx.backend != Backend.eager:
         try:
             with compiling():
                 return _compiled_kernels()[name](*args)
-        except Exception as error:  # no C++ compiler, unsupported platform, ...
-            if ctx.backend == "fused":
+        except compile_errors() as error:  # no C++ compiler, unsupported platform, ...
+            if ctx.backend == Backend.fused:
                 raise
             give_up_fused(error, "likelihood")
-            ctx.backend = "eager"
+            ctx.backend = Backend.eager
     return eager(*args)
 
 
@@ -119,22 +125,24 @@ def vae_loss(
     mean: Tensor,
     logvar: Tensor,
     prior: LpNested,
+    *,
     beta: float = 1.0,
-    weight: float = 1.0,
+    kl_warmup: float = 1.0,
     closed_form_kl: bool = False,
-    backend: str = "auto",
+    backend: Backend = Backend.auto,
+    **_other_objectives: object,
 ) -> dict[str, Tensor]:
     """β-VAE (Eq. 2); KL by Monte Carlo, log q(z|x) - log p(z) (Eq. 12), or in closed form.
 
-    ``weight`` multiplies the regulariser (the KL warm-up); ``closed_form_kl`` needs N(0, I);
-    ``backend`` (auto, fused, eager: ``isa_core.compiled``) computes the likelihood.
+    ``kl_warmup`` in [0, 1] scales the regulariser early in training; ``closed_form_kl``
+    needs N(0, I); ``backend`` (``isa_core.compiled``) computes the likelihood.
     """
     logpx = bernoulli_log_likelihood(logits, x, backend)
     if closed_form_kl:
         kl = _standard_normal_kl(mean, logvar)
     else:
         kl = gaussian_log_density(z, mean, logvar).sum(-1) - prior.log_prob(z)
-    loss = -(logpx - weight * beta * kl).mean()
+    loss = -(logpx - kl_warmup * beta * kl).mean()
     return {"loss": loss, "logpx": logpx.mean(), "kl": kl.mean()}
 
 
@@ -145,29 +153,31 @@ def tcvae_loss(
     mean: Tensor,
     logvar: Tensor,
     prior: LpNested,
+    *,
     dataset_size: int,
     beta: float = 1.0,
-    estimator: str = "mss",
-    weight: float = 1.0,
-    backend: str = "auto",
+    tc_estimator: TcEstimator = TcEstimator.mss,
+    kl_warmup: float = 1.0,
+    backend: Backend = Backend.auto,
+    **_other_objectives: object,
 ) -> dict[str, Tensor]:
     """β-TCVAE (Eq. 3): -[log p(x|z) - (MI + β TC + DW)], parts estimated on the minibatch.
 
-    ``backend`` (auto, fused, eager: ``isa_core.compiled``) computes the likelihood and the TC
-    estimator; the estimator's compiled kernels run on the CPU only, so elsewhere it is eager.
+    ``backend`` (``isa_core.compiled``) computes the likelihood and the TC estimator; the
+    estimator's compiled kernels run on the CPU only, so elsewhere it is eager.
     """
     logpx = bernoulli_log_likelihood(logits, x, backend)
     log_qzx = gaussian_log_density(z, mean, logvar).sum(-1)
     log_pz = prior.log_prob(z)
-    tc_backend = backend if z.device.type == "cpu" else "eager"
+    tc_backend = backend if z.device.type == "cpu" else Backend.eager
     log_qz, log_qz_marginals = aggregate_log_densities(
-        z, mean, logvar, dataset_size, estimator, tc_backend
+        z, mean, logvar, dataset_size, tc_estimator, tc_backend
     )
     log_prod = log_qz_marginals.sum(-1)
     mi = log_qzx - log_qz
     tc = log_qz - log_prod
     dw = log_prod - log_pz
-    loss = -(logpx - weight * (mi + beta * tc + dw)).mean()
+    loss = -(logpx - kl_warmup * (mi + beta * tc + dw)).mean()
     return {
         "loss": loss,
         "logpx": logpx.mean(),
@@ -207,22 +217,27 @@ def factorvae_loss(
     mean: Tensor,
     logvar: Tensor,
     prior: LpNested,
+    *,
     discriminator: Discriminator,
-    gamma: float,
-    weight: float = 1.0,
-    backend: str = "auto",
+    gamma: float = 1.0,
+    kl_warmup: float = 1.0,
+    backend: Backend = Backend.auto,
+    **_other_objectives: object,
 ) -> dict[str, Tensor]:
     """FactorVAE: -[log p(x|z) - KL] + γ TC, TC ≈ mean(D(z)_0 - D(z)_1)."""
-    parts = vae_loss(x, logits, z, mean, logvar, prior, beta=1.0, weight=weight, backend=backend)
+    parts = vae_loss(x, logits, z, mean, logvar, prior, kl_warmup=kl_warmup, backend=backend)
     scores = discriminator(z)
     tc = (scores[:, 0] - scores[:, 1]).mean()
-    parts["loss"] = parts["loss"] + weight * gamma * tc
+    parts["loss"] = parts["loss"] + kl_warmup * gamma * tc
     parts["tc"] = tc
     return parts
 
 
 def discriminator_loss(
-    discriminator: Discriminator, z: Tensor, z_other: Tensor, generator=None
+    discriminator: Discriminator,
+    z: Tensor,
+    z_other: Tensor,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Cross-entropy of telling q(z) (class 0) from permuted samples of another batch (class 1)."""
     real = discriminator(z.detach())
@@ -230,3 +245,34 @@ def discriminator_loss(
     zeros = torch.zeros(len(real), dtype=torch.long, device=real.device)
     ones = torch.ones(len(fake), dtype=torch.long, device=fake.device)
     return 0.5 * (F.cross_entropy(real, zeros) + F.cross_entropy(fake, ones))
+
+
+class DiscriminatorTrainer:
+    """FactorVAE's discriminator with its optimizer, one update per VAE step.
+
+    Kim & Mnih's settings: Adam, lr 1e-4, betas (0.5, 0.9). It stays fp32 and outside autocast:
+    its logits give the VAE loss's TC term, and it is tiny.
+    """
+
+    def __init__(self, latent_dim: int, device: torch.device, fused: bool = False) -> None:
+        self.discriminator = Discriminator(latent_dim).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9), fused=fused
+        )
+
+    def step(self, z: Tensor, z_other: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One update on q(z) samples ``z`` and another batch's ``z_other``; the loss."""
+        loss = discriminator_loss(self.discriminator, z, z_other, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+
+# Objective -> loss. Each takes (x, logits, z, mean, logvar, prior) and keyword hyperparameters,
+# ignoring those of the other objectives, so a training loop calls every one the same way.
+OBJECTIVES: dict[Objective, Callable[..., dict[str, Tensor]]] = {
+    Objective.vae: vae_loss,
+    Objective.tcvae: tcvae_loss,
+    Objective.factorvae: factorvae_loss,
+}

@@ -4,7 +4,7 @@
 ``torch.autocast``; parameters, optimizer state, the prior, the aggregate posterior and the
 losses stay float32. ``auto`` means bf16 where the device multiplies bf16 matrices in hardware
 (a CPU with AMX-BF16 or AVX512-BF16, a CUDA GPU with native bf16) and fp32 elsewhere.
-torch is imported inside the functions, so the CLI can offer ``PRECISIONS`` without loading it.
+torch is imported inside the functions; the choices are ``isa_core.choices.Precision``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from isa_core.errors import IsaError
+from isa_core.choices import Precision, parse_choice
+from isa_core.errors import field_error
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "FAST_BF16_CPU_FLAGS",
-    "PRECISIONS",
     "autocast",
     "check_precision",
     "cpu_flags",
@@ -28,16 +28,13 @@ __all__ = [
     "resolve_precision",
 ]
 
-PRECISIONS = ("fp32", "bf16", "auto")  # what --precision accepts; auto resolves to fp32 or bf16
 FAST_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # bf16 matrix instructions
 CPUINFO = Path("/proc/cpuinfo")  # the probe's fallback, where torch has no flag table
 
 
-def check_precision(name: Any) -> str:
-    """``name`` if it is one of PRECISIONS, else an IsaError naming the choices."""
-    if name not in PRECISIONS:
-        raise IsaError(f"unknown --precision {name!r}; use fp32, bf16 or auto")
-    return name
+def check_precision(name: Any) -> Precision:
+    """``name`` as a Precision, else an IsaError naming the choices."""
+    return parse_choice(Precision, "precision", name)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -70,17 +67,18 @@ def cuda_has_bf16(device: torch.device, emulated: bool = False) -> bool:
             return bool(torch.cuda.is_bf16_supported())
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
+def resolve_precision(requested: Precision | str, device: torch.device) -> Precision:
     """fp32 or bf16: ``requested`` itself, or for ``auto`` what is fast on ``device``.
 
     Refuses bf16 on a GPU that has none (autocast would fail there at the first step).
     """
-    check_precision(requested)
-    if requested == "bf16" and device.type == "cuda" and not cuda_has_bf16(device, emulated=True):
-        raise IsaError(
-            f"--precision bf16: the GPU {device} has no bf16 support; use --precision fp32 or auto"
+    requested = check_precision(requested)
+    gpu = device.type == "cuda"
+    if requested == Precision.bf16 and gpu and not cuda_has_bf16(device, emulated=True):
+        raise field_error(
+            "precision", f"bf16: the GPU {device} has no bf16 support; use fp32 or auto"
         )
-    if requested != "auto":
+    if requested != Precision.auto:
         return requested
     if device.type == "cpu":
         fast = bool(FAST_BF16_CPU_FLAGS & cpu_flags())
@@ -88,18 +86,18 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         fast = cuda_has_bf16(device)
     else:
         fast = False
-    return "bf16" if fast else "fp32"
+    return Precision.bf16 if fast else Precision.fp32
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """The context the encoder and decoder run in: bf16 autocast, or none for fp32.
 
     ``precision`` is a resolved one (fp32 or bf16), from :func:`resolve_precision`.
     """
     import torch
 
-    if precision == "bf16":
+    if precision == Precision.bf16:
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp32":
+    if precision == Precision.fp32:
         return contextlib.nullcontext()
     raise ValueError(f"autocast needs a resolved precision (fp32 or bf16), got {precision!r}")

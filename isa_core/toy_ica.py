@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from isa_core.errors import IsaError
+from isa_core.errors import field_error
 
 __all__ = [
     "IcaFit",
@@ -75,22 +75,22 @@ def make_ica_problem(
     nu: float = 3.5,
     seed: int = 0,
     directions: tuple[float, ...] = (0.0, 50.0, 120.0),
-    noise_std: float = 0.05,
+    noise: float = 0.05,
 ) -> IcaProblem:
     """Draw N points from the over-complete ICA model with Student-t(ν) sources."""
     if n < 1:
-        raise IsaError(f"--n must be at least 1, got {n}")
+        raise field_error("n", f"must be at least 1, got {n}")
     if not nu > 0:
-        raise IsaError(f"--nu must be positive, got {nu}")
-    if not 1e-150 <= noise_std <= 1e150:  # its square must stay a positive float64
-        raise IsaError(f"--noise must lie in 1e-150..1e150, got {noise_std:g}")
+        raise field_error("nu", f"must be positive, got {nu}")
+    if not 1e-150 <= noise <= 1e150:  # its square must stay a positive float64
+        raise field_error("noise", f"must lie in 1e-150..1e150, got {noise:g}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
-        raise IsaError(f"--seed must be a whole number in 0..2^63-1, got {seed!r}")
+        raise field_error("seed", f"must be a whole number in 0..2^63-1, got {seed!r}")
     rng = np.random.default_rng(seed)
     w = directions_to_matrix(directions)
     z = rng.standard_t(nu, size=(n, w.shape[1]))
-    x = z @ w.T + noise_std * rng.standard_normal((n, 2))
-    return IcaProblem(x=x, w_true=w, noise_var=noise_std**2, nu=nu)
+    x = z @ w.T + noise * rng.standard_normal((n, 2))
+    return IcaProblem(x=x, w_true=w, noise_var=noise**2, nu=nu)
 
 
 @functools.cache
@@ -138,9 +138,9 @@ def fit_ica(
 ) -> IcaFit:
     """Maximise F_β over W and every q from the true W, accepting only improving steps."""
     if not beta > 0:
-        raise IsaError(f"--beta must be positive, got {beta}")
+        raise field_error("beta", f"must be positive, got {beta}")
     if iterations < 0:
-        raise IsaError(f"--iterations must be non-negative, got {iterations}")
+        raise field_error("iterations", f"must be non-negative, got {iterations}")
     x = torch.as_tensor(problem.x, dtype=torch.float64)
     w = torch.as_tensor(problem.w_true, dtype=torch.float64).clone()
     # Start each q at the minimum-norm sources W^T (W W^T)^-1 x, with the 2x2 inverse written

@@ -59,9 +59,7 @@ def isa_bin() -> str:
 
 
 def run_isa(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [isa_executable(), *args], input=stdin, capture_output=True, check=False, timeout=120
-    )
+    return subprocess.run([isa_executable(), *args], input=stdin, capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -70,10 +68,13 @@ def python_exe() -> str:
 
 
 def wait_for_metrics(folder: Path, lines: int, timeout: float = 120.0) -> None:
-    """Wait until a training run in ``folder`` has logged ``lines`` metrics lines."""
+    """Wait until a training run in ``folder`` has logged ``lines`` metrics lines; fail the test
+    (naming what was seen) if it has not after ``timeout`` seconds."""
     metrics = folder / "metrics.jsonl"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if metrics.exists() and metrics.read_text().count("\n") >= lines:
             return
         time.sleep(0.1)
+    seen = metrics.read_text().count("\n") if metrics.exists() else 0
+    pytest.fail(f"{metrics}: {seen} of {lines} metrics lines after {timeout:g} s")

@@ -11,6 +11,7 @@ import scipy.stats as st
 import torch
 
 import isa_core.aggregate as aggregate
+import isa_core.aggregate_fused as aggregate_fused
 import isa_core.compiled as compiled
 from isa_core.aggregate import aggregate_log_densities, log_importance_weights, log_weight_matrix
 from isa_core.errors import IsaError
@@ -153,28 +154,49 @@ def test_fused_float32_agrees_with_float64_on_trained_like_posteriors() -> None:
 
 
 def test_auto_falls_back_to_eager_with_a_warning_when_compiling_fails(monkeypatch) -> None:
-    def broken(*args):
-        raise RuntimeError("no C++ compiler found\nmore detail")
+    from torch._inductor.exc import InvalidCxxCompiler
 
-    monkeypatch.setattr(aggregate, "_fused_forward", broken)
+    def broken(*args):
+        raise InvalidCxxCompiler()
+
+    monkeypatch.setattr(aggregate_fused, "fused_forward", broken)
     monkeypatch.setattr(compiled, "_BROKEN", [])
     monkeypatch.setattr(compiled, "FUSED_MIN_VALUES", 1)
     mean, logvar = posterior(12, 3, seed=14)
     z = reparameterize(mean, logvar, torch.Generator().manual_seed(15))
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
+    with pytest.warns(RuntimeWarning, match="No working C\\+\\+ compiler found"):
         got = gradients("auto", z, mean, logvar, 100)
     assert not compiled.fused_available()
     for ours, expected in zip(got, gradients("eager", z, mean, logvar, 100), strict=True):
         torch.testing.assert_close(ours, expected)
-    with pytest.raises(RuntimeError, match="no C"):
+    with pytest.raises(InvalidCxxCompiler):
         aggregate_log_densities(z, mean, logvar, 100, backend="fused")
+
+
+@pytest.mark.parametrize("direction", ["fused_forward", "fused_backward"])
+def test_a_bug_in_the_fused_kernels_is_raised_not_hidden(monkeypatch, direction: str) -> None:
+    """Only compile failures fall back; any other error in the fused path is a bug: raised."""
+
+    def buggy(*args):
+        raise IndexError("a kernel bug")
+
+    if direction == "fused_backward":  # a working forward, so the backward is reached
+        monkeypatch.setattr(aggregate_fused, "fused_forward", aggregate._eager_forward)
+    monkeypatch.setattr(aggregate_fused, direction, buggy)
+    monkeypatch.setattr(compiled, "_BROKEN", [])
+    monkeypatch.setattr(compiled, "FUSED_MIN_VALUES", 1)
+    mean, logvar = posterior(12, 3, seed=14)
+    z = reparameterize(mean, logvar, torch.Generator().manual_seed(15))
+    with pytest.raises(IndexError, match="a kernel bug"):
+        gradients("auto", z, mean, logvar, 100)
+    assert compiled.fused_available()  # no fallback was recorded
 
 
 def test_bad_arguments_raise_isa_errors() -> None:
     z = torch.zeros(4, 2)
-    with pytest.raises(IsaError, match="unknown backend"):
+    with pytest.raises(IsaError, match="backend 'gpu' is unknown"):
         aggregate_log_densities(z, z, z, 10, backend="gpu")
-    with pytest.raises(IsaError, match="unknown estimator"):
+    with pytest.raises(IsaError, match="tc_estimator 'iwae' is unknown"):
         aggregate_log_densities(z, z, z, 10, estimator="iwae")
     with pytest.raises(IsaError, match="larger than the data set"):
         aggregate_log_densities(z, z, z, 3)

@@ -1,4 +1,4 @@
-"""`isa data info|render|preview` through typer's runner and the real binary."""
+"""`isa data info|render|preview` in-process: typer's runner, and the entry point for errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from isa_cli.main import app
 from isa_core.data import DSprites
-from tests.conftest import run_isa
+from tests.conftest import isa_in_process
 
 runner = CliRunner()
 
@@ -73,12 +73,13 @@ def test_preview_writes_a_png(tmp_path: Path) -> None:
         (["data", "preview", "dsprites", "-o", "{bad}"], "PNG"),
     ],
 )
-def test_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
+def test_bad_input(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated zip")
-    result = run_isa([a.replace("{bad}", str(bad)) for a in args])
-    stderr = result.stderr.decode()
-    assert result.returncode == 2, stderr
+    status, _, stderr = isa_in_process([a.replace("{bad}", str(bad)) for a in args], capsys)
+    assert status == 2, stderr
     command = " ".join(args[:2])
     assert stderr.startswith(f"isa {command}: error: ") and stderr.count("\n") == 1, stderr
     assert message in stderr, stderr

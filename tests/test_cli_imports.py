@@ -23,7 +23,7 @@ def _heavy_modules_after(code: str) -> list[str]:
         f"import json, sys\n{code}\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
@@ -103,3 +103,51 @@ def test_lazy_package_names_still_import() -> None:
         _ = isa_core.priors.NoSuchName
     with pytest.raises(ImportError):
         from isa_core.data import NoSuchName  # noqa: F401
+
+
+SHARED_CLI = {"isa_cli.app", "isa_cli.options", "isa_cli.progress"}
+
+
+def _imported_modules(path) -> set[str]:
+    """Every module a source file imports (absolute names), at any depth of the file."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_command_modules_import_only_the_shared_cli_modules() -> None:
+    """Each command group stands alone: besides the app, options and progress, no isa_cli
+    module imports another (the entry point, main.py, imports them all to register them)."""
+    from pathlib import Path
+
+    import isa_cli
+
+    folder = Path(isa_cli.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        if path.name in ("main.py", "__main__.py", "__init__.py"):
+            continue
+        others = {
+            name
+            for name in _imported_modules(path)
+            if name.startswith("isa_cli.")
+            and name.rsplit(".", 1)[0] not in SHARED_CLI
+            and name not in SHARED_CLI
+        }
+        assert not others, f"{path.name} imports {sorted(others)}"
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    from pathlib import Path
+
+    import isa_core
+
+    for path in sorted(Path(isa_core.__file__).parent.rglob("*.py")):
+        cli = {name for name in _imported_modules(path) if name.split(".")[0] == "isa_cli"}
+        assert not cli, f"{path} imports {sorted(cli)}"

@@ -60,6 +60,15 @@ def test_environment_failures_are_one_line_with_exit_2(monkeypatch, capsys, erro
     assert err.count("\n") == 1 and err.startswith("isa") and words in err
 
 
+def test_a_library_field_error_is_shown_as_its_flag(monkeypatch, capsys) -> None:
+    from isa_core.errors import IsaError, field_error
+
+    status, err = _exit_of(monkeypatch, capsys, field_error("batch_size", "must be >= 1, got 0"))
+    assert status == 2 and err.endswith(": error: --batch-size must be >= 1, got 0\n")
+    status, err = _exit_of(monkeypatch, capsys, IsaError("batch too big", field="beta"))
+    assert err.endswith(": error: batch too big\n")  # no leading field: unchanged
+
+
 def test_bugs_still_say_internal_error_with_exit_1(monkeypatch, capsys) -> None:
     status, err = _exit_of(monkeypatch, capsys, OSError(errno.EBADF, "Bad file descriptor"))
     assert status == 1 and "internal error" in err
@@ -73,7 +82,6 @@ def test_switches_show_no_bool_type_in_help() -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
         env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0

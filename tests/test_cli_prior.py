@@ -13,7 +13,8 @@ import scipy.stats as st
 from typer.testing import CliRunner
 
 from isa_cli.main import app
-from tests.conftest import isa_executable, run_isa
+from tests.conftest import isa_executable
+from tests.conftest import isa_in_process as isa
 
 runner = CliRunner()
 
@@ -86,7 +87,7 @@ BAD = [
     (["prior-logpdf", "{good}", "--p0", "0"], "--p0 must be a positive"),
     (["prior-logpdf", "{good}", "--p0", "nan"], "--p0 must be a positive"),
     (["prior-logpdf", "{good}", "--p1", "-2"], "--p1 must be a positive"),
-    (["prior-logpdf", "{good}", "--p1", "abc"], "cannot parse --p1"),
+    (["prior-logpdf", "{good}", "--p1", "abc"], "--p1 'abc' is not a number"),
     (["prior-logpdf", "{good}", "--p0", "abc"], "Invalid value for '--p0'"),
     (["prior-logpdf", "{good}", "--scale", "0"], "--scale must be a positive"),
     (["prior-logpdf", "{good}", "--tree", "2.1(2.2(4),"], "malformed tree spec"),
@@ -136,16 +137,15 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("template", "message"), BAD)
 def test_bad_input_is_one_line_exit_2_and_keeps_existing_output(
-    template: list[str], message: str, files: dict[str, str], tmp_path: Path
+    template: list[str], message: str, files: dict[str, str], tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "existing.out"
     out.write_bytes(b"keep me")
     args = [a.format(**files) for a in template]
     if "-o" not in args:
         args += ["-o", str(out)]
-    result = run_isa(args)
-    stderr = result.stderr.decode()
-    assert result.returncode == 2, stderr
+    code, _, stderr = isa(args, capsys)
+    assert code == 2, stderr
     command = args[0]
     assert stderr.startswith(f"isa {command}: error: "), stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
@@ -153,14 +153,10 @@ def test_bad_input_is_one_line_exit_2_and_keeps_existing_output(
     assert out.read_bytes() == b"keep me"
 
 
-def test_debug_shows_traceback(files: dict[str, str]) -> None:
-    import os
-
-    env = dict(os.environ, ISA_DEBUG="1")
-    result = subprocess.run(
-        [isa_executable(), "prior-logpdf", files["wide"]], capture_output=True, env=env
-    )
-    assert result.returncode == 2 and b"Traceback" in result.stderr
+def test_debug_shows_traceback(files: dict[str, str], capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ISA_DEBUG", "1")
+    code, _, err = isa(["prior-logpdf", files["wide"]], capsys)
+    assert code == 2 and "Traceback" in err, err
 
 
 def test_pipe_through_the_real_entry_point_is_deterministic(tmp_path: Path) -> None:
@@ -174,9 +170,9 @@ def test_pipe_through_the_real_entry_point_is_deterministic(tmp_path: Path) -> N
     assert first == second
     log_p = load(first)
     assert log_p.shape == (2000,) and np.isfinite(log_p).all()
-    one = run_isa(["prior-sample", "-n", "50", "--seed", "42"]).stdout
-    two = run_isa(["prior-sample", "-n", "50", "--seed", "42"]).stdout
-    other = run_isa(["prior-sample", "-n", "50", "--seed", "43"]).stdout
+    one = invoke(["prior-sample", "-n", "50", "--seed", "42"]).stdout_bytes
+    two = invoke(["prior-sample", "-n", "50", "--seed", "42"]).stdout_bytes
+    other = invoke(["prior-sample", "-n", "50", "--seed", "43"]).stdout_bytes
     assert one == two and one != other
 
 
@@ -195,14 +191,14 @@ def test_refuses_binary_to_a_terminal() -> None:
     assert result.returncode == 2 and b"terminal" in result.stderr
 
 
-def test_version_and_help() -> None:
+def test_version_and_help(capsys) -> None:
     from isa_core import __version__
 
-    result = run_isa(["--version"])
-    assert result.returncode == 0 and result.stdout.decode().strip() == f"isa {__version__}"
-    helped = run_isa(["prior-sample", "--help"])
-    assert helped.returncode == 0 and b"--layout" in helped.stdout
-    assert run_isa([]).returncode == 0
+    code, out, _ = isa(["--version"], capsys)
+    assert code == 0 and out.strip() == f"isa {__version__}"
+    code, out, _ = isa(["prior-sample", "--help"], capsys)
+    assert code == 0 and "--layout" in out
+    assert isa([], capsys)[0] == 0
 
 
 def test_prior_plot_writes_png_from_samples_or_stdin(tmp_path: Path) -> None:

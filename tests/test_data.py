@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import itertools
 import pickle
 from pathlib import Path
@@ -349,3 +351,37 @@ def test_faces3d_tensor_and_npz(tmp_path: Path) -> None:
 def test_unknown_names(name: str) -> None:
     with pytest.raises(IsaError, match="unknown data set"):
         open_dataset(name)
+
+
+def faces_npz(path: Path) -> None:
+    np.savez(path, images=np.zeros((2, 1, 1, 1, 64, 64), np.uint8))
+
+
+def generic_npz(path: Path) -> None:
+    factors = np.array([[a, b] for a in range(2) for b in range(3)])
+    np.savez(
+        path,
+        images=np.zeros((6, 4, 4), np.uint8),
+        factors=factors,
+        factor_names=np.array(["a", "b"]),
+        factor_sizes=np.array([2, 3]),
+    )
+
+
+@pytest.mark.parametrize("write", [write_dsprites_like, generic_npz, faces_npz])
+def test_a_data_file_is_opened_once(tmp_path: Path, monkeypatch, write) -> None:
+    """The dispatcher sniffs and the reader reads through one open handle (issue 15)."""
+    path = tmp_path / "data.npz"
+    write(path)
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)  # np.load, torch.load, open()
+    monkeypatch.setattr(io, "open", counting_open)  # zipfile.ZipFile, Path.open
+    data = open_dataset(str(path))
+    assert len(data) > 0
+    assert opened.count(str(path)) == 1, opened

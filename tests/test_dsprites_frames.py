@@ -124,5 +124,8 @@ def test_nearest_images_refuses_bad_frames() -> None:
         nearest_images(data, np.full((2, 6, 7), 255, np.uint8))
     with pytest.raises(IsaError, match="out of range"):
         nearest_images(data, np.zeros((2, 6, 7), np.uint8), torch.tensor([60]))
+    with pytest.raises(IsaError, match=r"^chunk must be at least 1") as caught:
+        nearest_images(data, np.zeros((2, 6, 7), np.uint8), chunk=0)
+    assert caught.value.field == "chunk"
     with pytest.raises(IsaError, match="no grid images"):
         nearest_images(data, np.zeros((2, 6, 7), np.uint8), torch.tensor([], dtype=torch.int64))

@@ -590,7 +590,7 @@ def test_every_input_exits_0_or_2_with_one_line(material, target: Target) -> Non
             path = Path(scratch) / f"input{suffix}"
             path.write_bytes(payload)
             argv, stdin = target.run(seeds, path, payload, mode)
-            outcome = hostile.run_isolated(argv, stdin, timeout=120)
+            outcome = hostile.run_isolated(argv, stdin, timeout=600)  # a hang guard only
         problems = hostile.contract_problems(outcome)
         assert not problems, (
             f"isa {' '.join(argv)} (mode {mode}, {payload!r}): "

@@ -144,3 +144,131 @@ def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
     path.chmod(0o640)
     io.write_array(np.ones(2), path, stdio.BytesIO())
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+# -- data files: opened once, sniffed from a bounded prefix, .npz entries checked one by one ----
+
+
+class CountingReads:
+    """A file handle that records the size of every read, to show what a reader looked at."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.reads: list[int] = []
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.reads.append(len(data))
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"PK\x03\x04" + b"\0" * 100, "zip"),
+        (npy_bytes(np.zeros(3)), "npy"),
+        (pickle.dumps({"w": 1}, protocol=4), "pickle"),
+        (save({"w": torch.zeros(1000)}), "safetensors"),
+        (b"", "other"),
+    ],
+)
+def test_open_input_names_the_format(tmp_path: Path, content: bytes, kind: str) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    handle, found = io.open_input(path)
+    with handle:
+        assert found == kind
+        assert handle.read() == content  # the caller gets the file from its first byte
+
+
+def test_open_input_reads_a_bounded_prefix_of_a_large_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "huge.npz"
+    with path.open("wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB, sparse: reading it whole would show
+    handles: list[CountingReads] = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        handles.append(CountingReads(real_open(file, *args, **kwargs)))
+        return handles[-1]
+
+    monkeypatch.setattr(io, "open", counting_open, raising=False)
+    handle, kind = io.open_input(path)
+    handle.close()
+    assert kind == "other" and len(handles) == 1
+    assert sum(handles[0].reads) <= 64
+    with pytest.raises(IsaError, match=r"huge\.npz is not a readable \.npz archive"):
+        io.open_npz(path)
+
+
+def test_open_input_refuses_what_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(IsaError, match="no such file"):
+        io.open_input(tmp_path / "missing.npz")
+    with pytest.raises(IsaError, match="folder"):
+        io.open_input(tmp_path)
+    with pytest.raises(IsaError, match="NUL byte"):
+        io.open_input("a\0b.npz")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (pickle.dumps({"images": np.zeros(3)}, protocol=4), "Python pickle"),
+        (npy_bytes(np.zeros(3)), "NPY array, not a .npz archive"),
+        (b"hello world\n", "not a readable .npz archive"),
+        (b"PK\x03\x04 truncated zip", "not a readable .npz archive"),
+    ],
+)
+def test_open_npz_refuses_other_formats(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "data.npz"
+    path.write_bytes(content)
+    with pytest.raises(IsaError, match=message):
+        io.open_npz(path)
+
+
+def test_npz_entries_are_read_and_checked_one_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    names = np.array(["a", "bb"])
+    np.savez(path, images=images, names=names, fortran=np.asfortranarray(np.ones((3, 2))))
+    with io.open_npz(path) as archive:
+        assert set(archive.files) == {"images", "names", "fortran"}
+        header = archive.header("images")
+        assert (header.shape, header.dtype, header.nbytes) == ((2, 4, 4), np.uint8, 32)
+        np.testing.assert_array_equal(archive.array("images"), images)
+        np.testing.assert_array_equal(archive.array("names", "U", "strings"), names)
+        np.testing.assert_array_equal(archive.array("fortran"), np.ones((3, 2)))
+        assert b"".join(archive.chunks("images", 5)) == images.tobytes()
+        assert [len(c) for c in archive.chunks("images", 12)] == [12, 12, 8]
+        with pytest.raises(IsaError, match="entry 'images' has dtype uint8; expected strings"):
+            archive.array("images", "U", "strings")
+        with pytest.raises(IsaError, match=r"has no 'factors' entry \(it has: "):
+            archive.array("factors")
+
+
+def test_npz_entries_with_objects_or_forged_sizes_are_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "data.npz"
+    np.savez(path, objects=np.array([{"a": 1}], dtype=object))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(6, np.int64))
+    header["shape"] = (10**15,)
+    member = stdio.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("huge.npy", member.getvalue() + b"\0" * 48)
+        archive.writestr("garbage.npy", b"\x93NUMPY\x01\x00garbage")
+    with io.open_npz(path) as archive:
+        with pytest.raises(IsaError, match="entry 'objects' holds a pickled object array"):
+            archive.array("objects")
+        with pytest.raises(IsaError, match=r"entry 'huge' is a truncated .* declares"):
+            archive.array("huge")
+        with pytest.raises(IsaError, match="entry 'huge' is a truncated"):
+            list(archive.chunks("huge", 1024))
+        with pytest.raises(IsaError, match="entry 'garbage' is a corrupt NPY file"):
+            archive.header("garbage")

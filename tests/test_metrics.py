@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from isa_core.codes import Codes
 from isa_core.errors import IsaError
-from isa_core.metrics import mig, mutual_information
+from isa_core.metrics import mig, mig_report, mutual_information
 
 ESTIMATORS = ["quadrature", "sampling", "histogram"]
 SIZES = (3, 6, 8)
@@ -111,7 +112,7 @@ def test_bad_codes() -> None:
         mig(np.full((10, 2), np.nan), np.ones((10, 2)), factors, ["a", "b", "c"])
     with pytest.raises(IsaError, match="single value"):
         mig(np.zeros((10, 2)), np.ones((10, 2)), np.zeros((10, 1), int), ["a"])
-    with pytest.raises(IsaError, match="unknown estimator"):
+    with pytest.raises(IsaError, match="estimator 'kde' is unknown"):
         mig(np.zeros((10, 2)), np.ones((10, 2)), factors, ["a", "b", "c"], "kde")
 
 
@@ -129,3 +130,58 @@ def test_subspace_scoring_credits_a_factor_spread_over_a_subspace() -> None:
     grouped = subspace_mig(mean, std, factors, ["angle"], [[0, 1], [2]], samples=2000)
     assert grouped.mi[0, 0] == pytest.approx(np.log(8), rel=0.02)
     assert grouped.score == pytest.approx(1.0, abs=0.03)
+
+
+def circle_codes(tree: str | None) -> Codes:
+    """Codes whose latents 0 and 1 carry an 8-valued angle on a circle, latent 2 noise."""
+    v = np.tile(np.arange(8), 200)
+    angle = 2 * np.pi * v / 8
+    rng = np.random.default_rng(5)
+    mean = np.stack([np.cos(angle), np.sin(angle), rng.standard_normal(len(v))], 1)
+    logvar = np.log(np.stack([np.full(len(v), 1e-4)] * 2 + [np.ones(len(v))], 1))
+    factors = np.stack([v, v % 2], 1)
+    metadata = {"factor_names": ["angle", "parity"], "config": {"tree": tree}}
+    return Codes(mean, logvar, factors, np.full(len(v), -3.0), metadata)
+
+
+def test_mig_report_is_the_mig_result_with_the_record_fields() -> None:
+    codes = circle_codes(None)
+    report = mig_report(codes, "quadrature", ["parity"])
+    result = mig(codes.mean, codes.std, codes.factors[:, [1]], ["parity"], "quadrature")
+    assert list(report) == [
+        "mig",
+        "estimator",
+        "factors",
+        "n",
+        "logpx",
+        "scored_factors",
+        "normalization",
+        "resolution",
+    ]
+    assert {k: report[k] for k in ("mig", "estimator", "factors")} == result.as_dict()
+    assert report["n"] == 1600 and report["logpx"] == -3.0
+    assert report["scored_factors"] == ["parity"] and report["resolution"] == result.resolution
+    histogram = mig_report(codes, "histogram", bins=8)
+    assert histogram["estimator"] == "histogram" and "resolution" not in histogram
+    assert histogram["scored_factors"] == ["angle", "parity"]
+
+
+def test_mig_report_refusals_name_their_field() -> None:
+    codes = circle_codes(None)
+    with pytest.raises(IsaError, match="unknown colour; this data has angle, parity") as error:
+        mig_report(codes, factors=["angle", "colour"])
+    assert error.value.field == "factors"
+    empty = Codes(codes.mean[:0], codes.logvar[:0], codes.factors[:0], None, codes.metadata)
+    with pytest.raises(IsaError, match="0 images"):
+        mig_report(empty)
+    with pytest.raises(IsaError, match="needs the model's prior"):
+        mig_report(codes, group="subspaces")
+    with pytest.raises(IsaError, match="needs an ISA prior"):
+        mig_report(circle_codes("2.0(3)"), group="subspaces")
+
+
+def test_mig_report_with_subspaces_scores_the_isa_subspaces() -> None:
+    report = mig_report(circle_codes("2.0(2.0(2),2.0(1))"), group="subspaces", samples=2000)
+    assert report["subspaces"]["groups"] == [[0, 1], [2]]
+    angle = report["subspaces"]["factors"][0]
+    assert angle["name"] == "angle" and angle["mi"][0] == pytest.approx(np.log(8), rel=0.02)

@@ -23,19 +23,22 @@ import pytest
 import torch
 
 from isa_core import io, objectives, precision, training
-from isa_core.codes import load_codes
-from isa_core.data import open_dataset
-from isa_core.errors import IsaError
-from isa_core.precision import PRECISIONS, autocast, resolve_precision
-from isa_core.priors import LpNested
-from isa_core.training import (
-    TrainConfig,
-    config_from_metadata,
+from isa_core.checkpoint import (
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
     load_model,
     prepare_folder,
     read_run_config,
-    train,
 )
+from isa_core.choices import Precision
+from isa_core.codes import load_codes
+from isa_core.data import open_dataset
+from isa_core.errors import IsaError
+from isa_core.models import build_model
+from isa_core.precision import autocast, resolve_precision
+from isa_core.priors import LpNested
+from isa_core.training import TrainConfig, train
 from tests.conftest import isa_in_process as isa
 
 CPU = torch.device("cpu")
@@ -50,7 +53,7 @@ def fake_cpu(monkeypatch, *flags: str) -> None:
 
 
 def read_metrics(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (folder / METRICS_FILE).read_text().splitlines()]
 
 
 def run(config: TrainConfig, folder: Path, resume: bool = False):
@@ -122,7 +125,9 @@ def test_auto_on_cuda_needs_native_bf16(monkeypatch, native: bool, emulated: boo
     if native or emulated:
         assert resolve_precision("bf16", gpu) == "bf16"
     else:
-        with pytest.raises(IsaError, match="the GPU cuda:0 has no bf16 support; use --precision"):
+        with pytest.raises(
+            IsaError, match="precision bf16: the GPU cuda:0 has no bf16 support; use fp32"
+        ):
             resolve_precision("bf16", gpu)
 
 
@@ -131,13 +136,13 @@ def test_bf16_on_a_gpu_without_it_is_refused_before_any_file(
 ) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    (out / "model.safetensors").write_bytes(b"precious")
+    (out / MODEL_FILE).write_bytes(b"precious")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     fake_gpu(monkeypatch, native=False, emulated=False)
     args = tiny_train(tiny_data, out, "--steps", "1", "--force", "--device", "cuda")
     code, _, err = isa([*args, "--precision", "bf16"], capsys)
     assert code == 2 and err.count("\n") == 1 and "has no bf16 support" in err, err
-    assert (out / "model.safetensors").read_bytes() == b"precious"
+    assert (out / MODEL_FILE).read_bytes() == b"precious"
 
 
 def test_the_cpu_probe_falls_back_to_proc_cpuinfo(monkeypatch, tmp_path: Path) -> None:
@@ -158,12 +163,15 @@ def test_the_real_probe_answers_a_set_of_names() -> None:
 
 
 def test_one_choice_set_from_the_library_to_the_cli() -> None:
-    from isa_cli.train import Precision
+    import typing
 
-    assert [p.value for p in Precision] == list(PRECISIONS) == ["fp32", "bf16", "auto"]
-    assert TrainConfig().precision == "auto"
-    with pytest.raises(IsaError, match="unknown --precision 'fp16'; use fp32, bf16 or auto"):
-        TrainConfig(precision="fp16").validate()
+    from isa_cli.train import train_command
+
+    flag = typing.get_type_hints(train_command, include_extras=True)["precision"]
+    assert flag.__origin__ is Precision and list(Precision) == ["fp32", "bf16", "auto"]
+    assert TrainConfig().precision == Precision.auto
+    with pytest.raises(IsaError, match="precision 'fp16' is unknown; use fp32, bf16, auto"):
+        TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="resolved precision"):
         autocast(CPU, "auto")
 
@@ -258,8 +266,10 @@ def test_only_the_encoder_and_decoder_run_in_bf16(
     for module in run.model.modules():
         if isinstance(module, layers):
             module.register_forward_hook(lambda m, i, out: record("network layer", out))
-    if run.discriminator is not None:
-        run.discriminator.register_forward_hook(lambda m, i, out: record("discriminator", out))
+    if run.critic is not None:
+        run.critic.discriminator.register_forward_hook(
+            lambda m, i, out: record("discriminator", out)
+        )
     parts = run.step(0)
     run.step(1)
 
@@ -277,21 +287,21 @@ def test_only_the_encoder_and_decoder_run_in_bf16(
         parts, torch.float32
     )
     # Master weights and BN statistics: float32, the prior's float64, as built, and so on disk.
-    model = training.build_model(config, run.data)
+    model = build_model(config, run.data.image_shape)
     built = {name: t.dtype for name, t in model.state_dict().items()}
     assert {name: t.dtype for name, t in run.model.state_dict().items()} == built
     networks = {t.dtype for t in [*model.encoder.parameters(), *model.decoder.parameters()]}
     assert networks == {torch.float32}
-    for optimizer in filter(None, (run.optimizer, run.disc_optimizer)):
+    for optimizer in filter(None, (run.optimizer, run.critic and run.critic.optimizer)):
         for parameter, state in optimizer.state.items():  # Adam's moments: the weights' dtype
             assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == parameter.dtype
     assert {p.dtype for p in run.optimizer.state} == {torch.float32}  # the networks' weights
     run.save(tmp_path, 2, {})
-    saved = io.load_bundle(tmp_path / training.MODEL_FILE).tensors
+    saved = io.load_bundle(tmp_path / MODEL_FILE).tensors
     assert {name: t.dtype for name, t in saved.items()} == built
-    state = io.load_bundle(tmp_path / training.STATE_FILE).tensors
+    state = io.load_bundle(tmp_path / STATE_FILE).tensors
     assert {t.dtype for name, t in state.items() if ".exp_avg" in name} == {torch.float32}
-    assert io.load_bundle(tmp_path / training.MODEL_FILE).metadata["precision"] == "bf16"
+    assert io.load_bundle(tmp_path / MODEL_FILE).metadata["precision"] == "bf16"
 
 
 # -- whole runs: training, determinism, resume -----------------------------------------------
@@ -309,14 +319,14 @@ def test_a_short_bf16_run_trains_and_ends_close_to_fp32(monkeypatch, tmp_path: P
     for lines in (full, half):
         assert lines[-1]["loss"] < 0.7 * lines[0]["loss"]  # it learns (about 1316 -> 742)
     assert half[-1]["loss"] == pytest.approx(full[-1]["loss"], rel=RUN_RTOL)
-    _, meta = load_model(tmp_path / "auto" / "model.safetensors")
+    _, meta = load_model(tmp_path / "auto" / MODEL_FILE)
     assert meta["config"]["precision"] == "auto" and meta["precision"] == "bf16"
     assert read_run_config(tmp_path / "auto").precision == "auto"
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    out = dict(io.load_bundle(folder / "model.safetensors").tensors)
-    state = io.load_bundle(folder / "train_state.safetensors").tensors
+    out = dict(io.load_bundle(folder / MODEL_FILE).tensors)
+    state = io.load_bundle(folder / STATE_FILE).tensors
     out.update({f"state/{key}": value for key, value in state.items()})
     return out
 
@@ -349,7 +359,7 @@ def test_resume_may_change_the_precision_and_records_it(
     code, _, err = isa([*resume, "--steps", "3", "--precision", "fp32"], capsys)
     assert code == 0, err
     assert read_run_config(out).precision == "fp32"
-    assert io.load_bundle(out / "model.safetensors").metadata["precision"] == "fp32"
+    assert io.load_bundle(out / MODEL_FILE).metadata["precision"] == "fp32"
     code, _, err = isa([*resume, "--steps", "4"], capsys)  # not given: the stored one
     assert code == 0, err
     assert [line["precision"] for line in read_metrics(out)] == ["bf16", "bf16", "fp32", "fp32"]
@@ -367,9 +377,9 @@ def test_encode_uses_the_models_precision_unless_overridden(
     out = tmp_path / "run"
     fake_cpu(monkeypatch)  # trained where auto means fp32
     assert isa(tiny_train(tiny_data, out, "--steps", "2"), capsys)[0] == 0
-    meta = io.load_bundle(out / "model.safetensors").metadata
+    meta = io.load_bundle(out / MODEL_FILE).metadata
     assert (meta["config"]["precision"], meta["precision"]) == ("auto", "fp32")
-    model = out / "model.safetensors"
+    model = out / MODEL_FILE
     fake_cpu(monkeypatch, "amx_bf16")  # encoded where auto means bf16
     codes = {}
     for name, extra in (("stored", []), ("fp32", ["--precision", "fp32"])):
@@ -401,12 +411,12 @@ def test_a_model_from_before_precision_is_fp32(
     out = tmp_path / "run"
     args = tiny_train(tiny_data, out, "--steps", "1", "--log-every", "1", "--precision", "bf16")
     assert isa(args, capsys)[0] == 0
-    for name in (training.MODEL_FILE, training.STATE_FILE):
+    for name in (MODEL_FILE, STATE_FILE):
         _without_precision(out / name)
-    model = out / "model.safetensors"
+    model = out / MODEL_FILE
     assert "precision" not in io.load_bundle(model).metadata["config"]
     _, meta = load_model(model)
-    assert config_from_metadata(meta["config"]).precision == "fp32"
+    assert TrainConfig.from_metadata(meta["config"]).precision == "fp32"
     assert read_run_config(out).precision == "fp32"
     fake_cpu(monkeypatch, "amx_bf16")  # where auto would mean bf16
     code, _, err = isa(["encode", model, "-q", "-o", tmp_path / "codes.safetensors"], capsys)
@@ -426,7 +436,7 @@ def test_a_damaged_precision_in_a_model_file_is_refused(
 ) -> None:
     out = tmp_path / "run"
     assert isa(tiny_train(tiny_data, out, "--steps", "1"), capsys)[0] == 0
-    bundle = io.load_bundle(out / "model.safetensors")
+    bundle = io.load_bundle(out / MODEL_FILE)
     bundle.metadata["config"]["precision"] = value
     forged = tmp_path / "forged.safetensors"
     io.save_bundle(forged, bundle.tensors, bundle.metadata)

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 from isa_core.errors import IsaError
-from isa_core.priors import LpNested, LpNestedPrior, LpTree, sample_isa, sample_nested
+from isa_core.priors import (
+    LpNested,
+    LpNestedPrior,
+    LpTree,
+    PriorSpec,
+    sample_isa,
+    sample_nested,
+)
 
 # Trees and scales used by the generic checks: p < 1, p > 2, mixed nodes, Eq. 6.
 EXAMPLES = [
@@ -329,3 +336,36 @@ def test_cuda_matches_cpu() -> None:
     assert sample.device.type == "cuda"
     stat = reference_power_f(tree, sample.double().cpu().numpy()) / 2.0
     assert st.kstest(stat, st.gamma(20 / 2.1).cdf).pvalue > ALPHA
+
+
+# -- PriorSpec: the prior flags as given, resolved with the paper's defaults ----------------
+
+
+def test_prior_spec_defaults_are_the_papers() -> None:
+    assert PriorSpec().resolve() == LpTree.isa((4,) * 5, 2.1, 2.2)
+    assert PriorSpec().resolve(learn_exponents=True) == LpTree.isa((4,) * 5, 2.1, 2.0)
+    assert PriorSpec(p1="1.5").resolve(learn_exponents=True) == LpTree.isa((4,) * 5, 2.1, 1.5)
+    assert PriorSpec(prior="normal").resolve() == LpTree.normal(20)
+    assert PriorSpec(prior="gennorm", latent_dim=6).resolve() == LpTree.gennorm(6, 2.1)
+    assert PriorSpec(layout="2,3", p1="1.5,3").resolve() == LpTree.isa((2, 3), 2.1, (1.5, 3.0))
+    assert PriorSpec(tree="1.5(10)").resolve() == LpTree.gennorm(10, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (dict(prior="laplace"), "prior", "prior 'laplace' is unknown"),
+        (dict(p0=0.0), "p0", "p0 must be a positive finite number"),
+        (dict(p1="abc"), "p1", "p1 'abc' is not a number"),
+        (dict(p1="2,-1"), "p1", "p1 must be a positive finite number"),
+        (dict(latent_dim=0), "latent_dim", "latent_dim must be >= 1"),
+        (dict(tree="2(4)", layout="2x2"), "tree", "tree already fixes the prior; drop layout"),
+        (dict(latent_dim=10), "latent_dim", "latent_dim 10 disagrees with the prior"),
+        (dict(prior="normal", p0=2.0), "p0", "p0 is not an exponent of the normal prior"),
+        (dict(prior="gennorm", layout="4,4"), None, "the gennorm prior has none"),
+    ],
+)
+def test_prior_spec_refusals_name_the_field(spec: dict, field: str | None, message: str) -> None:
+    with pytest.raises(IsaError) as error:
+        PriorSpec(**spec).resolve()
+    assert message in str(error.value) and error.value.field == field, error.value

@@ -14,7 +14,7 @@ import torch
 from isa_core import io
 from isa_core.errors import IsaError
 from isa_core.sweeps import MAX_RUNS, NAME_MAX, SweepSpec, load_spec, run_state
-from tests.conftest import isa_executable, run_isa, wait_for_metrics
+from tests.conftest import isa_executable, wait_for_metrics
 from tests.conftest import isa_in_process as isa
 
 
@@ -105,7 +105,7 @@ def test_long_grid_values_get_short_unique_stable_ids(tmp_path: Path) -> None:
 
 def test_failed_runs_make_the_sweep_fail_and_name_their_logs(tmp_path: Path, capsys) -> None:
     # two runs with 300-character device names: each folder is made (no ENAMETOOLONG) and
-    # each run fails quickly in `isa train`
+    # each run fails quickly, before training
     devices = ["x" * 300, "y" * 300]
     spec = write(
         tmp_path / "s.toml",
@@ -419,17 +419,19 @@ seed = [0]
 """
 
 
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc)."""
+def workers_of(pid: int) -> list[int]:
+    """The sweep's worker processes: children of ``pid`` started by multiprocessing's spawn
+    (Linux /proc), not its resource tracker."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
             found.append(int(entry.name))
     return found
 
@@ -440,7 +442,7 @@ def children_of(pid: int) -> list[int]:
     [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
 )
 def test_second_writer_is_refused_and_signals_stop_the_runs(
-    tmp_path: Path, number: int, status: int
+    tmp_path: Path, capsys, number: int, status: int
 ) -> None:
     spec = write(tmp_path / "long.toml", LONG_SPEC)
     out = tmp_path / "out"
@@ -452,21 +454,21 @@ def test_second_writer_is_refused_and_signals_stop_the_runs(
     run_dir = out / "long" / "runs" / "seed0"
     try:
         wait_for_metrics(run_dir, 2)
-        children = children_of(process.pid)
-        assert children, "the sweep should be running `isa train`"
-        second = run_isa(["sweep", "run", str(spec), "-o", str(out)])
-        err = second.stderr.decode()
-        assert second.returncode == 2 and err.count("\n") == 1, err
+        workers = workers_of(process.pid)
+        assert workers, "the sweep should be running its run in a worker process"
+        code, _, err = isa(["sweep", "run", spec, "-o", out], capsys)
+        assert code == 2 and err.count("\n") == 1, err
         assert f"in use by process {process.pid}" in err and "isa sweep run" in err
         process.send_signal(number)
-        _, err = process.communicate(timeout=120)
+        _, stderr = process.communicate()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == status, err.decode()
-    assert signal.Signals(number).name.encode() in err and b"run the same command again" in err
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # no orphans
+    assert process.returncode == status, stderr.decode()
+    assert signal.Signals(number).name.encode() in stderr
+    assert b"run the same command again" in stderr
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # no orphans
     assert (run_dir / "train_state.safetensors").exists()  # train checkpointed on the signal
     assert not (run_dir / "error.txt").exists()  # interrupted, not failed: a rerun resumes it
     assert run_state(run_dir)["state"] == "running"

@@ -11,15 +11,19 @@ import pytest
 import scipy.stats as st
 from PIL import Image
 
-from isa_core.toy import (
+from isa_core.errors import IsaError
+from isa_core.toy_fa import (
+    FaExperiment,
     FaModel,
+    fa_ellipses,
     fa_free_energy,
     fa_log_likelihood,
     fa_mean_field,
+    fa_sweep,
     prune_model,
     rotation_model,
 )
-from tests.conftest import run_isa
+from tests.conftest import isa_in_process
 
 
 def test_log_likelihood_matches_scipy_on_data() -> None:
@@ -93,17 +97,50 @@ def test_rotation_and_prune_shapes() -> None:
     )
 
 
-def test_cli_json_and_png(tmp_path: Path) -> None:
+def test_sweep_and_ellipses_follow_the_models() -> None:
+    sweep = fa_sweep("prune", [1.0, 2.0], 3)
+    assert sweep.experiment == FaExperiment.prune and sweep.parameter == "alpha"
+    np.testing.assert_array_equal(sweep.grid, [0.0, 0.25, 0.5])
+    assert sweep.loglik[1] == fa_log_likelihood(prune_model(0.25))
+    assert sweep.free_energy[2.0][2] == fa_free_energy(prune_model(0.5), 2.0)
+    rotation = fa_sweep(FaExperiment.rotation, [1.0], 2)
+    assert rotation.parameter == "theta" and rotation.grid[-1] == math.pi
+    (label, posterior, mean_field), *_ = fa_ellipses("rotation", 2.0)
+    assert label == "θ = 0π, β = 2" and len(fa_ellipses("prune", 1.0)) == 3
+    expected = fa_mean_field(rotation_model(0.0), 2.0)
+    np.testing.assert_array_equal(posterior, expected[0])
+    np.testing.assert_array_equal(mean_field, expected[2])
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: fa_sweep("ica", [1.0]), "experiment"),
+        (lambda: fa_sweep("rotation", [0.0]), "beta"),
+        (lambda: fa_sweep("rotation", [1.0], 1), "points"),
+        (lambda: fa_sweep("rotation", [1.0], 100_001), "points"),
+        (lambda: prune_model(2.0), "alpha"),
+        (lambda: fa_ellipses("rotation", float("nan")), "beta"),
+    ],
+)
+def test_bad_arguments_name_the_library_fields(call, field: str) -> None:
+    with pytest.raises(IsaError, match=f"^{field} ") as error:
+        call()
+    assert error.value.field == field
+
+
+def test_cli_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "fa.png"
-    result = run_isa(["toy-fa", "--beta", "1", "--beta", "2", "--points", "5", "-o", str(out)])
-    assert result.returncode == 0, result.stderr.decode()
-    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    args = ["toy-fa", "--beta", "1", "--beta", "2", "--points", "5", "-o", out]
+    status, stdout, stderr = isa_in_process(args, capsys)
+    assert status == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
     assert len(lines) == 10 and {line["beta"] for line in lines} == {1.0, 2.0}
     assert set(lines[0]) == {"experiment", "beta", "theta", "loglik", "free_energy"}
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 600
-    prune = run_isa(["toy-fa", "--experiment", "prune", "--points", "3"])
-    assert [json.loads(line)["alpha"] for line in prune.stdout.decode().splitlines()] == [
+    _, prune, _ = isa_in_process(["toy-fa", "--experiment", "prune", "--points", "3"], capsys)
+    assert [json.loads(line)["alpha"] for line in prune.splitlines()] == [
         0,
         0.25,
         0.5,
@@ -115,12 +152,12 @@ def test_cli_json_and_png(tmp_path: Path) -> None:
     [
         (["--beta", "0"], "positive"),
         (["--beta", "-2"], "positive"),
-        (["--points", "1"], "at least 2"),
+        (["--points", "1"], "--points must be at least 2"),
+        (["--points", "100001"], "--points 100,001 is more than a curve can show"),
         (["--experiment", "ica"], "Invalid value"),
         (["-o", "x.pdf"], "PNG"),
     ],
 )
-def test_cli_bad_flags(args: list[str], message: str) -> None:
-    result = run_isa(["toy-fa", *args])
-    stderr = result.stderr.decode()
-    assert result.returncode == 2 and stderr.startswith("isa toy-fa: error:") and message in stderr
+def test_cli_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    status, _, stderr = isa_in_process(["toy-fa", *args], capsys)
+    assert status == 2 and stderr.startswith("isa toy-fa: error:") and message in stderr, stderr

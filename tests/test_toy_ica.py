@@ -13,6 +13,7 @@ import scipy.stats as st
 import torch
 from PIL import Image
 
+from isa_core.errors import IsaError
 from isa_core.toy_ica import (
     describe_components,
     directions_to_matrix,
@@ -21,7 +22,7 @@ from isa_core.toy_ica import (
     make_ica_problem,
     student_t_log_density,
 )
-from tests.conftest import run_isa
+from tests.conftest import isa_in_process
 
 
 def test_student_t_log_density_matches_scipy() -> None:
@@ -139,12 +140,28 @@ def test_fits_are_deterministic() -> None:
     assert a.free_energy == b.free_energy
 
 
-def test_cli_json_and_png(tmp_path: Path) -> None:
+def test_bad_arguments_name_the_library_fields() -> None:
+    problem = make_ica_problem(n=4)
+    calls = {
+        "n": lambda: make_ica_problem(n=0),
+        "nu": lambda: make_ica_problem(nu=0.0),
+        "noise": lambda: make_ica_problem(noise=0.0),
+        "seed": lambda: make_ica_problem(seed=-1),
+        "beta": lambda: fit_ica(problem, 0.0),
+        "iterations": lambda: fit_ica(problem, 1.0, iterations=-1),
+    }
+    for field, call in calls.items():
+        with pytest.raises(IsaError) as error:
+            call()
+        assert error.value.field == field and str(error.value).startswith(f"{field} must")
+
+
+def test_cli_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ica.png"
     args = ["toy-ica", "--n", "60", "--iterations", "30", "--beta", "1", "--beta", "3"]
-    result = run_isa([*args, "-o", str(out)])
-    assert result.returncode == 0, result.stderr.decode()
-    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    status, stdout, stderr = isa_in_process([*args, "-o", out], capsys)
+    assert status == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
     assert [line["beta"] for line in lines] == [1.0, 3.0]
     for key in (
         "true_directions",
@@ -159,8 +176,8 @@ def test_cli_json_and_png(tmp_path: Path) -> None:
     assert lines[0]["iterations"] == 30
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 600
-    again = run_isa(args)
-    assert again.stdout == result.stdout  # deterministic for a seed
+    _, again, _ = isa_in_process(args, capsys)
+    assert again == stdout  # deterministic for a seed
 
 
 @pytest.mark.parametrize(
@@ -172,14 +189,14 @@ def test_cli_json_and_png(tmp_path: Path) -> None:
         (["--nu", "-1"], "--nu must be a positive"),
         (["--n", "0"], "at least 2"),
         (["--noise", "0"], "--noise"),
+        (["--noise", "1e-200"], "--noise must lie in 1e-150..1e150"),  # the library's check
         (["--iterations", "-1"], "0 or more"),
         (["--directions", "a,b"], "comma-separated"),
         (["--directions", "10"], "at least two"),
         (["-o", "x.jpg"], "PNG"),
     ],
 )
-def test_cli_bad_flags(args: list[str], message: str) -> None:
-    result = run_isa(["toy-ica", "--iterations", "1", *args])
-    stderr = result.stderr.decode()
-    assert result.returncode == 2 and stderr.startswith("isa toy-ica: error:"), stderr
+def test_cli_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    status, _, stderr = isa_in_process(["toy-ica", "--iterations", "1", *args], capsys)
+    assert status == 2 and stderr.startswith("isa toy-ica: error:"), stderr
     assert message in stderr and len(stderr.strip().splitlines()) == 1

@@ -14,21 +14,23 @@ at level 0.05 would need for 80% power at the observed effect (normal approximat
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from pathlib import Path
 
 import scipy.stats as st
 
+from isa_core.errors import IsaError
+from isa_core.sweeps.results import RunResult, read_results
+
 CHEN_FACTORS = ("scale", "orientation", "x", "y")
 
 
-def mig_over(row: dict, factors: tuple[str, ...] | None) -> float:
+def mig_over(run: RunResult, factors: tuple[str, ...] | None) -> float:
     """MIG over ``factors`` (None: the sweep's own score over every factor)."""
     if factors is None:
-        return float(row["mig"])
-    return statistics.fmean(float(row["gaps"][name]) for name in factors)
+        return float(run.mig)
+    return statistics.fmean(float(run.gaps[name]) for name in factors)
 
 
 def describe(values: list[float]) -> str:
@@ -67,10 +69,13 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=None, help="only rows with this β")
     parser.add_argument("--methods", nargs=2, default=("beta-vae", "isa-vae"))
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    try:
+        runs = read_results(args.results, ("mig", "logpx", "gaps"))
+    except IsaError as error:
+        raise SystemExit(str(error)) from None
     if args.beta is not None:
-        rows = [r for r in rows if float(r["config"]["beta"]) == args.beta]
-    groups = {m: [r for r in rows if r["method"] == m] for m in args.methods}
+        runs = [r for r in runs if r.beta is not None and float(r.beta) == args.beta]
+    groups = {m: [r for r in runs if r.method == m] for m in args.methods}
     for method, group in groups.items():
         if len(group) < 2:
             raise SystemExit(f"{args.results}: {len(group)} finished runs of {method}; need 2")
@@ -81,7 +86,7 @@ def main() -> None:
     for method, group in groups.items():
         five = [mig_over(r, None) for r in group]
         four = [mig_over(r, CHEN_FACTORS) for r in group]
-        logpx = [float(r["logpx"]) for r in group]
+        logpx = [float(r.logpx) for r in group]
         mean, se = statistics.fmean(logpx), statistics.stdev(logpx) / math.sqrt(len(logpx))
         print(
             f"| {method} | {len(group)} | {describe(five)} | {describe(four)} "

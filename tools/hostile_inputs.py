@@ -997,9 +997,9 @@ def _model_cases(seeds: Seeds, files: _Files) -> list[Case]:
     }
     for name, path in variants.items():
         expect = (0,) if name == "header-128-mod-256" else (0, 2)
-        owner = "isa_core/io.py (load_bundle)" if "meta" not in name else "isa_core/training.py"
+        owner = "isa_core/io.py (load_bundle)" if "meta" not in name else "isa_core/checkpoint.py"
         if name.startswith(("config", "image-shape", "tensor")):
-            owner = "isa_core/training.py (load_model)"
+            owner = "isa_core/checkpoint.py (load_model)"
         p = str(path)
         cases.append(Case(["prior-sample", "-n", "2", "--model", p], expect=expect, owner=owner))
         cases.append(
@@ -1261,7 +1261,7 @@ def _npz_with_object(target: Path) -> bytes:
 
 
 def _data_cases(seeds: Seeds, files: _Files) -> list[Case]:
-    owner = "isa_core/data/files.py"
+    owner = "isa_core/data (formats.py and its readers), isa_core/io.py"
     cases = []
     for name, path in _data_variants(seeds, files).items():
         cases.append(Case(["data", "info", path], owner=owner))
@@ -1367,7 +1367,7 @@ def _results_cases(seeds: Seeds, files: _Files) -> list[Case]:
     paths["folder"] = str(seeds.folder)
     paths["missing"] = str(files.folder / "missing.jsonl")
     paths["dev-null"] = "/dev/null"
-    owner = "isa_cli/sweep.py (read_results) + isa_core/sweeps.py + isa_core/plots.py"
+    owner = "isa_core/sweeps/results.py (read_results) + isa_core/plots/sweep.py"
     cases = []
     for name, path in paths.items():
         cases.append(Case(["select", path], owner=owner))
@@ -1467,7 +1467,7 @@ def _sweep_folder_cases(seeds: Seeds, files: _Files) -> list[Case]:
         ),
         "runs-is-file": lambda f: (shutil.rmtree(f / "runs"), (f / "runs").write_text("x")),
     }
-    owner = "isa_cli/sweep.py (status, collect) + isa_core/sweeps.py (run_state)"
+    owner = "isa_cli/sweep.py (status, collect) + isa_core/sweeps/execute.py (run_state)"
     cases = []
     for name, damage in variants.items():
         folder = files.folder / f"sweep-{name}"
@@ -1555,7 +1555,7 @@ def _spec_cases(seeds: Seeds, files: _Files) -> list[Case]:
         "nul": "[grid]\nseed = [0]\n\x00",
         "binary-model": seeds.model.read_bytes()[:3000],
     }
-    owner = "isa_core/sweeps.py (load_spec) + isa_cli/sweep.py"
+    owner = "isa_core/sweeps/spec.py (load_spec) + isa_cli/sweep.py"
     cases = []
     for name, text in texts.items():
         path = files.put(f"{name}.toml", text)
@@ -1596,7 +1596,7 @@ def _train_argv(base: dict[str, str], changes: dict[str, str | None]) -> list[st
 
 def _train_cases(seeds: Seeds, files: _Files) -> list[Case]:
     """Bad train flags (each run tiny) and damaged run folders for --resume."""
-    owner = "isa_cli/train.py + isa_core/training.py"
+    owner = "isa_cli/train.py + isa_core/config.py"
     base = {
         "--data": str(seeds.data),
         "--steps": "1",
@@ -1663,7 +1663,7 @@ def _train_cases(seeds: Seeds, files: _Files) -> list[Case]:
 
 
 def _resume_cases(seeds: Seeds, files: _Files) -> list[Case]:
-    owner = "isa_core/training.py (resume) + isa_cli/train.py"
+    owner = "isa_core/checkpoint.py (resume) + isa_cli/train.py"
     deep = "2(" * 2000 + "1" + ")" * 2000
     model, state = "model.safetensors", "train_state.safetensors"
 
@@ -1747,7 +1747,7 @@ def _shrink_optimizer(tensors: dict) -> dict:
 
 
 def _toy_cases(files: _Files) -> list[Case]:
-    owner = "isa_cli/toy.py + isa_core/toy*.py"
+    owner = "isa_cli/toy.py + isa_core/toy_fa.py, toy_ica.py"
     fa = [
         ["--points", "100000000000"],
         ["--points", "1"],
@@ -1787,7 +1787,7 @@ def _toy_cases(files: _Files) -> list[Case]:
 
 
 def _prior_plot_cases(seeds: Seeds, files: _Files) -> list[Case]:
-    owner = "isa_cli/prior.py (prior-plot) + isa_core/plots.py"
+    owner = "isa_cli/prior.py (prior-plot) + isa_core/plots/prior.py"
     png = str(files.folder / "pp.png")
     flags = [
         (["--extent", "inf"], (2,)),

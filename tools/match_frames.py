@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isa_core import io
 from isa_core.data import open_dataset
 from isa_core.data.matching import nearest_images
 
@@ -29,9 +30,9 @@ DEFAULT_FRAMES = Path(__file__).resolve().parents[1] / "tests/fixtures/dsprites-
 
 def load_frames(path: Path, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames (N, H, W) 0/1 and, for a ground-truth file, their true factor classes."""
-    with np.load(path, allow_pickle=False) as archive:
+    with io.open_npz(path) as archive:
         if "imgs" in archive.files and "latents_classes" not in archive.files:
-            return archive["imgs"].astype(np.uint8), None
+            return archive.array("imgs", "biu", "0/1 integers").astype(np.uint8), None
     data = open_dataset(path)
     index = data.sample_indices(min(sample, len(data)), torch.Generator().manual_seed(seed))
     index = index.sort().values

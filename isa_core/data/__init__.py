@@ -55,6 +55,6 @@ def open_dataset(source: str | Path) -> GroundTruthData:
             f"unknown data set {text!r}; use one of {', '.join(BUILT_IN)} or a path to a data "
             "file or folder"
         )
-    from isa_core.data.files import open_file
+    from isa_core.data.formats import open_file
 
     return open_file(path)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from isa_core.data.base import GroundTruthData
-from isa_core.errors import IsaError
+from isa_core.errors import IsaError, field_error
 
 __all__ = ["Matches", "nearest_images"]
 
@@ -56,7 +56,7 @@ def nearest_images(
     (``> 0.5``), in chunks of ``chunk`` grid images on ``device``.
     """
     if chunk < 1:
-        raise IsaError(f"chunk must be at least 1, got {chunk}")
+        raise field_error("chunk", f"must be at least 1, got {chunk}")
     device = torch.device(device)
     flat = _as_binary_frames(frames, data.image_shape).to(device)
     candidates = torch.arange(len(data)) if indices is None else torch.as_tensor(indices)

@@ -1,7 +1,8 @@
 """The L^p-nested / ISA prior family (paper section 3, appendix A.1).
 
 ``LpTree`` is the structure of f (Eqs. 6, 9), ``LpNested`` the distribution (Eqs. 7, 8, 11),
-``LpNestedPrior`` the ``nn.Module`` that holds learnable exponents (section 4).
+``LpNestedPrior`` the ``nn.Module`` that holds learnable exponents (section 4), ``PriorSpec``
+a prior as the user names it (family, layout, exponents), resolved with the paper's defaults.
 
 The torch-backed names load on first use (PEP 562), so that code needing only trees (the CLI
 building its commands, `isa --help`) does not import torch.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from isa_core.lazy import lazy_attributes
+from isa_core.priors.spec import PriorSpec
 from isa_core.priors.tree import LpTree, parse_layout
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ __all__ = [
     "LpNested",
     "LpNestedPrior",
     "LpTree",
+    "PriorSpec",
     "parse_layout",
     "sample_isa",
     "sample_nested",

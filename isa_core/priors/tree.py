@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from isa_core.errors import IsaError
+from isa_core.errors import IsaError, field_error
 
 __all__ = ["EXPONENT_RANGE", "MAX_DEPTH", "MAX_LEAVES", "LpTree", "parse_layout"]
 
@@ -61,7 +61,7 @@ def _check_leaves(n: int, what: str) -> None:
         gib = n * _BYTES_PER_LEAF / 2**30
         raise IsaError(
             f"{what} has n = {n:,} dimensions, about {gib:,.1f} GiB of per-dimension tables; "
-            f"isa supports at most n = {MAX_LEAVES:,}; use a smaller --layout or --tree"
+            f"isa supports at most n = {MAX_LEAVES:,}; use a smaller layout or tree"
         )
 
 
@@ -121,12 +121,13 @@ class LpTree:
         _check_leaves(sum(sizes), "the ISA layout")
         p_sub = [p1] * len(sizes) if isinstance(p1, (int, float)) else list(p1)
         if len(p_sub) != len(sizes):
-            raise IsaError(
-                f"--p1 has {len(p_sub)} values but the layout has {len(sizes)} subspaces; "
-                "give one value or one per subspace"
+            raise field_error(
+                "p1",
+                f"has {len(p_sub)} values but the layout has {len(sizes)} subspaces; "
+                "give one value or one per subspace",
             )
-        root = _check_exponent(p0, "--p0", supported=True)
-        sub = [_check_exponent(p, "--p1", supported=True) for p in p_sub]
+        root = _check_exponent(p0, "p0", supported=True)
+        sub = [_check_exponent(p, "p1", supported=True) for p in p_sub]
         return cls(root, tuple(cls(p, (k,)) for p, k in zip(sub, sizes, strict=True)))
 
     @classmethod

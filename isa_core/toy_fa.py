@@ -24,16 +24,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isa_core.errors import IsaError
+from isa_core.choices import FaExperiment, parse_choice
+from isa_core.errors import field_error
 
 __all__ = [
+    "FaExperiment",
     "FaModel",
+    "FaSweep",
+    "fa_ellipses",
     "fa_free_energy",
     "fa_log_likelihood",
     "fa_mean_field",
+    "fa_sweep",
     "prune_model",
     "rotation_model",
 ]
+
+MAX_POINTS = 100_000  # more points along a curve than any figure can show
 
 
 @dataclass
@@ -47,7 +54,7 @@ class FaModel:
 
 def _check_beta(beta: float) -> None:
     if not (math.isfinite(beta) and beta > 0):
-        raise IsaError(f"--beta must be a positive number, got {beta}")
+        raise field_error("beta", f"must be a positive number, got {beta}")
 
 
 def fa_mean_field(model: FaModel, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +103,68 @@ def rotation_model(theta: float, noise: float = 0.1) -> FaModel:
 def prune_model(alpha: float, rho: float = 0.5, noise: float = 0.1) -> FaModel:
     """Eq. 17: x = α/√2 [1,1] z1 + β_w/√2 [1,1] z2 + ρ/√2 [1,-1] z3 + ε with α² + β_w² = 1."""
     if not 0 <= alpha <= 1:
-        raise IsaError(f"alpha must lie in [0, 1], got {alpha}")
+        raise field_error("alpha", f"must lie in [0, 1], got {alpha}")
     beta_w = math.sqrt(1 - alpha**2)
     w = np.array([[alpha, beta_w, rho], [alpha, beta_w, -rho]]) / math.sqrt(2)
     return FaModel(w, noise, w @ w.T + noise * np.eye(2))
+
+
+@dataclass(frozen=True)
+class FaSweep:
+    """log p(x) and F_β (nats per data point) along one experiment's parameter ``grid``, which
+    is θ (``parameter`` "theta") for rotation and α ("alpha") for prune."""
+
+    experiment: FaExperiment
+    parameter: str
+    grid: np.ndarray  # (points,)
+    loglik: np.ndarray  # (points,)
+    free_energy: dict[float, np.ndarray]  # β -> (points,)
+
+
+def _model(experiment: FaExperiment, value: float) -> FaModel:
+    return rotation_model(value) if experiment == FaExperiment.rotation else prune_model(value)
+
+
+def fa_sweep(experiment: FaExperiment | str, betas: list[float], points: int = 181) -> FaSweep:
+    """The exact log-likelihood and, per β, the mean-field free energy at ``points`` evenly
+    spaced settings of the experiment's parameter."""
+    experiment = _experiment(experiment)
+    for beta in betas:
+        _check_beta(beta)
+    if points < 2:
+        raise field_error("points", f"must be at least 2 for a curve, got {points}")
+    if points > MAX_POINTS:
+        raise field_error(
+            "points", f"{points:,} is more than a curve can show; use at most {MAX_POINTS:,}"
+        )
+    if experiment == FaExperiment.rotation:
+        parameter, grid = "theta", np.linspace(0, math.pi, points)
+    else:
+        parameter, grid = "alpha", np.linspace(0, 0.5, points)
+    loglik = np.array([fa_log_likelihood(_model(experiment, v)) for v in grid])
+    free_energy = {
+        beta: np.array([fa_free_energy(_model(experiment, v), beta) for v in grid])
+        for beta in betas
+    }
+    return FaSweep(experiment, parameter, grid, loglik, free_energy)
+
+
+def fa_ellipses(
+    experiment: FaExperiment | str, beta: float
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The tempered posterior and the mean-field covariance at three settings of the
+    experiment (θ = 0, π/8, π/4; or α = 0, 1/4, 1/2), each with its panel label."""
+    experiment = _experiment(experiment)
+    if experiment == FaExperiment.rotation:
+        shown = [(v, f"θ = {v / math.pi:.3g}π") for v in (0.0, math.pi / 8, math.pi / 4)]
+    else:
+        shown = [(v, f"α = {v:g}") for v in (0.0, 0.25, 0.5)]
+    ellipses = []
+    for value, label in shown:
+        posterior, _, mean_field = fa_mean_field(_model(experiment, value), beta)
+        ellipses.append((f"{label}, β = {beta:g}", posterior, mean_field))
+    return ellipses
+
+
+def _experiment(experiment: FaExperiment | str) -> FaExperiment:
+    return parse_choice(FaExperiment, "experiment", experiment)

@@ -1,0 +1,117 @@
+"""Figures of a trained model (paper appendix A.5): latent traversals, and latents against
+the true factors of dSprites."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from isa_core.data.dsprites import FACTOR_NAMES, SHAPE_NAMES
+from isa_core.errors import IsaError
+
+__all__ = ["latent_traversal", "latent_vs_true"]
+
+# One colour per shape class, in class order (Chen et al.'s panel: green, red, blue).
+SHAPE_COLOURS = ("tab:green", "tab:red", "tab:blue")
+
+
+def latent_traversal(
+    rows: list[np.ndarray], original: np.ndarray, values: np.ndarray, labels: list[str]
+) -> Figure:
+    """Latent traversals (paper A.5): one row per latent, the decoded images along it.
+
+    ``rows[r]`` is (steps, H, W) or (steps, H, W, C) in [0, 1]; ``values`` (R, steps) the latent
+    values shown; ``original`` the image whose code is traversed.
+    """
+    if not rows:
+        raise IsaError("rows is empty; give the decoded images of at least one latent")
+    steps = rows[0].shape[0]
+    fig = Figure(figsize=(0.9 * (steps + 1) + 2.2, 0.9 * len(rows) + 0.8), dpi=110)
+    axes = fig.subplots(len(rows), steps + 1, squeeze=False)
+    cmap = "gray" if original.ndim == 2 else None
+    for r, images in enumerate(rows):
+        for c in range(steps + 1):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = original if c == 0 else images[c - 1]
+            ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if c > 0:
+                ax.set_title(f"{values[r, c - 1]:+.2f}", fontsize=6, pad=1)
+        axes[r, 0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
+    axes[0, 0].set_title("input", fontsize=7, pad=1)
+    fig.suptitle(
+        "latent traversals: each row varies one latent around the input's code", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def latent_vs_true(
+    mean: np.ndarray,
+    factors: np.ndarray,
+    names: list[str],
+    values: list[np.ndarray],
+    latents: list[int],
+    labels: list[str],
+    *,
+    shape_names: Sequence[str] = SHAPE_NAMES,
+) -> Figure:
+    """Chen et al.'s panel (paper A.5): per active latent, its mean over (x, y), vs scale and
+    vs orientation, one line per shape (green square, red ellipse, blue heart).
+
+    ``mean`` (N, K) are the posterior means, ``factors`` (N, F) the factor classes named by
+    ``names`` (which must include dSprites' five), ``values[f]`` factor f's value per class;
+    ``latents`` the latents drawn, ``labels`` their row labels.
+    """
+    missing = [name for name in FACTOR_NAMES if name not in names]
+    if missing:
+        raise IsaError(
+            f"names lack the dSprites factor(s) {', '.join(missing)}; latent-vs-true panels "
+            "need all of " + ", ".join(FACTOR_NAMES)
+        )
+    if not latents:
+        raise IsaError("latents is empty; give at least one active latent")
+    shape, scale, orientation, x, y = FACTOR_NAMES
+    col = {name: names.index(name) for name in FACTOR_NAMES}
+    fig = Figure(figsize=(8.5, 2.0 * len(latents) + 0.6), dpi=110)
+    axes = fig.subplots(len(latents), 3, squeeze=False)
+    sizes = {name: int(factors[:, i].max()) + 1 for name, i in col.items()}
+    for r, j in enumerate(latents):
+        m = mean[:, j]
+        xy = np.zeros((sizes[y], sizes[x]))
+        counts = np.zeros_like(xy)
+        np.add.at(xy, (factors[:, col[y]], factors[:, col[x]]), m)
+        np.add.at(counts, (factors[:, col[y]], factors[:, col[x]]), 1)
+        image = axes[r, 0].imshow(
+            xy / np.maximum(counts, 1), cmap="coolwarm", origin="upper", interpolation="nearest"
+        )
+        fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.03)
+        axes[r, 0].set_ylabel(labels[r], fontsize=8)
+        axes[r, 0].set_xlabel(f"{x} →, {y} ↓", fontsize=7)
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        for panel, factor in ((1, scale), (2, orientation)):
+            ax = axes[r, panel]
+            for kind in range(sizes[shape]):
+                rows = factors[:, col[shape]] == kind
+                sums = np.bincount(factors[rows, col[factor]], m[rows], minlength=sizes[factor])
+                n = np.bincount(factors[rows, col[factor]], minlength=sizes[factor])
+                colour = SHAPE_COLOURS[kind] if kind < len(SHAPE_COLOURS) else None
+                label = shape_names[kind] if kind < len(shape_names) else f"{shape} {kind}"
+                ax.plot(
+                    values[col[factor]], sums / np.maximum(n, 1), color=colour, label=label, lw=1.2
+                )
+            ax.tick_params(labelsize=7)
+            if r == len(latents) - 1:
+                ax.set_xlabel(factor, fontsize=8)
+            if r == 0 and panel == 1:
+                ax.legend(fontsize=6, loc="best")
+    axes[0, 0].set_title(f"mean over ({x}, {y})", fontsize=8)
+    axes[0, 1].set_title(f"mean vs {scale}", fontsize=8)
+    axes[0, 2].set_title(f"mean vs {orientation}", fontsize=8)
+    fig.suptitle("active latents against the true factors", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    return fig

@@ -261,12 +261,13 @@ class DiscriminatorTrainer:
         )
 
     def step(self, z: Tensor, z_other: Tensor, generator: torch.Generator | None) -> Tensor:
-        """One update on q(z) samples ``z`` and another batch's ``z_other``; the loss."""
+        """One update on q(z) samples ``z`` and another batch's ``z_other``; the loss (detached:
+        it is a record of the step, not part of a graph)."""
         loss = discriminator_loss(self.discriminator, z, z_other, generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss
+        return loss.detach()
 
 
 # Objective -> loss. Each takes (x, logits, z, mean, logvar, prior) and keyword hyperparameters,

@@ -1,4 +1,4 @@
-"""`isa encode`, `isa mig`, `isa traverse`: a trained model's numbers and pictures."""
+"""`isa encode`, `isa mig`, `isa score`, `isa traverse`: a trained model's numbers and pictures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import typer
 from isa_cli.app import app
 from isa_cli.options import PRECISION_HELP, check_path_text, seed_option
 from isa_cli.progress import progress_bar
-from isa_core.choices import MiEstimator, Precision, SubspaceGrouping, TraverseKind
+from isa_core.choices import (
+    MiEstimator,
+    Precision,
+    Protocol,
+    ScoreMetric,
+    SubspaceGrouping,
+    TraverseKind,
+)
 from isa_core.data import open_dataset
 from isa_core.errors import IsaError
 
@@ -23,6 +30,13 @@ ModelInput = Annotated[
     str | None,
     typer.Argument(help="model.safetensors, '-' or absent: a path on stdin.", show_default=False),
 ]
+
+
+# Flags of the commands that take codes or models (models are encoded first).
+ModelData = Annotated[str | None, typer.Option(help="Data for models (default: theirs).")]
+EncodeBatch = Annotated[int, typer.Option(min=1, help="Encoding batch size.")]
+EncodeDevice = Annotated[str, typer.Option(help="Encoding device.")]
+NoTable = Annotated[bool, typer.Option("--quiet", "-q", help="No table on stderr.")]
 
 
 def _stdin():
@@ -65,21 +79,31 @@ def _encode_model(
 def _codes_or_model(
     path: Path, data: str | None, batch_size: int, device: str, quiet: bool
 ) -> Codes:
-    """The codes in ``path``, or the codes of the model in ``path`` (encoded now)."""
+    """The codes in ``path`` (safetensors or .npz, any writer), or the codes of the isa model
+    in ``path`` (encoded now)."""
     from isa_core import io
-    from isa_core.codes import is_codes_file, load_codes
+    from isa_core.codes import CODES_FORMAT, codes_of_bundle, load_codes, looks_like_codes
 
     check_path_text(path, "the input path")
-    bundle = io.load_bundle(path)
-    if not isinstance(bundle.metadata, dict):
-        raise IsaError(
-            f"{path}: its 'isa' metadata is not a JSON object; it was not written by isa"
-        )
-    if is_codes_file(bundle.metadata):
+    handle, kind = io.open_input(path)
+    handle.close()
+    if kind == "zip":
         return load_codes(path)
+    bundle = io.load_bundle(path, require_metadata=False)
+    if looks_like_codes(bundle.tensors, bundle.metadata):
+        return codes_of_bundle(path, bundle)
     if "config" in bundle.metadata:
         return _encode_model(path, data, batch_size, device, quiet)
-    raise IsaError(f"{path} is neither a codes file nor an isa model")
+    raise IsaError(f"{path} is neither a codes file nor an isa model; {CODES_FORMAT}")
+
+
+def _input_paths(inputs: list[str] | None) -> list[Path]:
+    """The paths given, where '-' (or no path at all) stands for the paths on stdin."""
+    from isa_core import io
+
+    if not inputs:
+        return io.read_paths(None, _stdin())
+    return [path for arg in inputs for path in io.read_paths(arg, _stdin())]
 
 
 @app.command("encode")
@@ -126,44 +150,76 @@ def mig_command(
         ),
     ] = None,
     estimator: Annotated[
-        MiEstimator, typer.Option(help="quadrature (deterministic), sampling or histogram.")
-    ] = MiEstimator.quadrature,
+        MiEstimator | None,
+        typer.Option(
+            help="quadrature (deterministic), sampling or histogram (posterior means only).",
+            show_default="quadrature",
+        ),
+    ] = None,
     factors: Annotated[
         str | None,
         typer.Option(help="Factors to score, e.g. scale,orientation,x,y.", show_default="all"),
     ] = None,
-    samples: Annotated[int, typer.Option(min=1, help="sampling: Monte-Carlo samples.")] = 10_000,
-    bins: Annotated[int, typer.Option(min=2, help="histogram: bins per latent.")] = 20,
-    seed: Annotated[int, seed_option("sampling: random seed")] = 0,
+    samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="sampling: Monte-Carlo samples.", show_default="10000"),
+    ] = None,
+    bins: Annotated[
+        int | None, typer.Option(min=2, help="histogram: bins per latent.", show_default="20")
+    ] = None,
+    seed: Annotated[int, seed_option("sampling and locatello2019's points: random seed")] = 0,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="isa (the flags above), chen2018 or locatello2019: presets that fix "
+            "--estimator, --factors, --samples and --bins (see the README)."
+        ),
+    ] = Protocol.isa,
     group: Annotated[
         SubspaceGrouping,
         typer.Option(help="subspaces: also score each ISA subspace as one variable (Monte Carlo)."),
     ] = SubspaceGrouping.none,
-    data: Annotated[str | None, typer.Option(help="Data for models (default: theirs).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Encoding batch size.")] = 2048,
-    device: Annotated[str, typer.Option(help="Encoding device.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table on stderr.")] = False,
+    data: ModelData = None,
+    batch_size: EncodeBatch = 2048,
+    device: EncodeDevice = "auto",
+    quiet: NoTable = False,
 ) -> None:
     """MIG (and mean log p(x|z)) of codes or models: one JSON object per input on stdout."""
     from isa_core import io
-    from isa_core.metrics import mig_report
+    from isa_core.scores import check_protocol_flags, protocol_mig
 
+    given = {"estimator": estimator, "factors": factors, "samples": samples, "bins": bins}
+    check_protocol_flags(protocol, **given, group=group)
     for path in io.read_paths(input, _stdin()):
         codes = _codes_or_model(path, data, batch_size, device, quiet)
         if not len(codes.mean):
             raise IsaError(f"{path} holds codes of 0 images; MIG of no images is undefined")
-        report = mig_report(codes, estimator, factors, samples, bins, seed, group)
+        report = _named(path, protocol_mig, codes, protocol, seed, **given, group=group)
         record = {"input": str(path), **report}
         typer.echo(json.dumps(record))
         if not quiet:
             _print_table(record)
 
 
+def _named(path: Path, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, its errors about the codes naming ``path`` (those about a
+    flag keep the flag first)."""
+    try:
+        return function(*args, **kwargs)
+    except IsaError as error:
+        if error.field is not None:
+            raise
+        raise IsaError(f"{path}: {error}") from None
+
+
 def _print_table(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"MIG {record['mig']:.4f} ({record['estimator']}) — {record['input']}")
+    how = record["estimator"]
+    if record.get("protocol", Protocol.isa) != Protocol.isa:
+        how += f", protocol {record['protocol']}"
+    table = Table(title=f"MIG {record['mig']:.4f} ({how}) — {record['input']}")
     for column in ("factor", "H (nats)", "best latent (MI)", "second (MI)", "gap"):
         table.add_column(column, justify="right" if column != "factor" else "left")
     for factor in record["factors"]:
@@ -177,6 +233,63 @@ def _print_table(record: dict) -> None:
         )
     if record.get("logpx") is not None:
         table.caption = f"log p(x|z): {record['logpx']:.2f} nats per image, n = {record['n']}"
+    Console(stderr=True).print(table)
+
+
+@app.command("score")
+def score_command(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Codes files (safetensors or .npz, any writer) or models; '-' or absent: "
+            "paths on stdin, one result line each.",
+            show_default=False,
+        ),
+    ] = None,
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric",
+            "--metrics",
+            help=f"Scores, comma-separated: {', '.join(ScoreMetric)}.",
+        ),
+    ] = ",".join(ScoreMetric),
+    seed: Annotated[int, seed_option("Random seed of every score's points and classifiers")] = 0,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(help="isa, chen2018 or locatello2019: MIG's preset and the factor set."),
+    ] = Protocol.isa,
+    data: ModelData = None,
+    batch_size: EncodeBatch = 2048,
+    device: EncodeDevice = "auto",
+    quiet: NoTable = False,
+) -> None:
+    """Disentanglement scores (DCI, SAP, modularity, explicitness, FactorVAE, BetaVAE, MIG) of
+    codes or models: one JSON object per input on stdout, with the protocol's settings."""
+    from isa_core.scores import parse_metrics, score_codes
+
+    metrics = parse_metrics(metric)
+    for path in _input_paths(inputs):
+        codes = _codes_or_model(path, data, batch_size, device, quiet)
+        record = {"input": str(path), **_named(path, score_codes, codes, metrics, seed, protocol)}
+        typer.echo(json.dumps(record))
+        if not quiet:
+            _print_scores(record)
+
+
+def _print_scores(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scores ({record['protocol']}, seed {record['seed']}) — {record['input']}")
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    for key, value in record.items():
+        if key == "factorvae_active_latents":
+            table.add_row(key, str(value))
+        elif isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    table.caption = f"n = {record['n']}, factors: {', '.join(record['scored_factors'])}"
     Console(stderr=True).print(table)
 
 
@@ -213,6 +326,11 @@ def traverse_command(
     path = io.read_paths(model, _stdin())[0]
     trained, meta = load_model(path)
     encoded = load_codes(codes) if codes else _encode_model(path, data, 2048, device, quiet)
+    if encoded.logvar is None:
+        raise IsaError(
+            f"--codes {codes} has no 'logvar'; traversals rank the latents and set their range "
+            "by the posterior, so give codes with logvar or leave out --codes"
+        )
     if encoded.mean.shape[1] != trained.latent_dim:
         raise IsaError(
             f"--codes {codes} has {encoded.mean.shape[1]} latents but the model has "

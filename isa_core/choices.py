@@ -18,7 +18,9 @@ __all__ = [
     "Objective",
     "Precision",
     "PriorKind",
+    "Protocol",
     "SampleMethod",
+    "ScoreMetric",
     "SubspaceGrouping",
     "TcEstimator",
     "TraverseKind",
@@ -58,6 +60,26 @@ class MiEstimator(StrEnum):
     quadrature = "quadrature"  # deterministic Gauss-Hermite over the Gaussian mixture
     sampling = "sampling"  # Monte Carlo, Chen et al.'s scheme
     histogram = "histogram"  # discretised posterior means (Locatello et al.)
+
+
+class Protocol(StrEnum):
+    """A named set of scoring choices (``isa_core.scores.protocol`` holds each one's settings)."""
+
+    isa = "isa"  # this project's default: quadrature MI of the posterior, every code and factor
+    chen2018 = "chen2018"  # Chen et al. 2018: sampled MI of the posterior, dSprites without shape
+    locatello2019 = "locatello2019"  # Locatello et al. 2019: histogram of means, 10,000 points
+
+
+class ScoreMetric(StrEnum):
+    """A disentanglement score of `isa score` (``isa_core.scores``)."""
+
+    dci = "dci"  # Eastwood & Williams 2018
+    sap = "sap"  # Kumar et al. 2018
+    modularity = "modularity"  # Ridgeway & Mozer 2018
+    explicitness = "explicitness"  # Ridgeway & Mozer 2018
+    factorvae = "factorvae"  # Kim & Mnih 2018
+    betavae = "betavae"  # Higgins et al. 2017
+    mig = "mig"  # Chen et al. 2018
 
 
 class Arch(StrEnum):

@@ -1,10 +1,17 @@
 """Codes: a model's posterior q(z|x) for every image of a data set, and the files that hold them.
 
-A codes file is a safetensors bundle with ``mean`` and ``logvar`` (N, K) float32, ``factors``
-(N, F) int64 and ``logpx`` (N,) float32 (the Bernoulli log-likelihood of one reconstruction
-sample per image), and metadata ``isa`` with ``kind: codes``, the factor names, sizes and
-values, the model's config and path, and the precision the model ran in (the codes are float32
-whatever it was).
+`isa encode` writes a safetensors bundle with ``mean`` and ``logvar`` (N, K) float32,
+``factors`` (N, F) int64 and ``logpx`` (N,) float32 (the Bernoulli log-likelihood of one
+reconstruction sample per image), and metadata ``isa`` with ``kind: codes``, the factor names,
+sizes and values, the model's config and path, and the precision the model ran in (the codes
+are float32 whatever it was).
+
+Codes from any model are read too (``CODES_FORMAT``): a safetensors file or an ``.npz``
+archive holding at least ``mean`` (N, K) floats and ``factors`` (N, F) integer classes,
+optionally ``logvar`` (N, K) and ``logpx`` (N,). Factor names and sizes come from the
+safetensors ``isa`` metadata (``factor_names``, ``factor_sizes``) or the ``.npz`` entries of
+those names; missing ones are inferred: names f0..f{F-1}, sizes max class + 1. ``kind`` is
+optional (another ``kind`` than ``codes`` marks a file as something else). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -25,7 +32,27 @@ from isa_core.models import VAE, reparameterize
 from isa_core.objectives import bernoulli_log_likelihood
 from isa_core.precision import autocast, resolve_precision
 
-__all__ = ["Codes", "encode", "is_codes_file", "load_codes", "save_codes"]
+__all__ = [
+    "CODES_FORMAT",
+    "Codes",
+    "codes_of_bundle",
+    "encode",
+    "is_codes_file",
+    "load_codes",
+    "looks_like_codes",
+    "save_codes",
+]
+
+CODES_FORMAT = (
+    "a codes file is a safetensors file or an .npz archive holding 'mean' (N, K) floats and "
+    "'factors' (N, F) integer classes 0..size-1, optionally 'logvar' (N, K) and 'logpx' (N,); "
+    "factor names and sizes come from the safetensors 'isa' metadata or the .npz entries "
+    "'factor_names' and 'factor_sizes', else they are inferred (f0.., max class + 1)"
+)
+NO_LOGVAR = (
+    "the codes have no 'logvar' (posterior variances), which {what} needs; score the "
+    "posterior means instead (estimator histogram, or protocol locatello2019)"
+)
 
 
 @dataclass
@@ -33,20 +60,31 @@ class Codes:
     """q(z|x) = N(mean, exp(logvar)) of N images, their factor classes, and the file's metadata."""
 
     mean: np.ndarray  # (N, K)
-    logvar: np.ndarray  # (N, K)
+    logvar: np.ndarray | None  # (N, K); None for codes of means only
     factors: np.ndarray  # (N, F) int64
     logpx: np.ndarray | None  # (N,)
     metadata: dict[str, Any]
 
     @property
     def std(self) -> np.ndarray:
-        """The posterior standard deviations, (N, K) float64."""
-        return np.exp(0.5 * self.logvar.astype(np.float64))
+        """The posterior standard deviations, (N, K) float64; refused for codes of means only."""
+        return np.exp(0.5 * self.require_logvar("the posterior").astype(np.float64))
+
+    def require_logvar(self, what: str) -> np.ndarray:
+        """``logvar``, or an IsaError in one line saying that ``what`` needs it."""
+        if self.logvar is None:
+            raise IsaError(NO_LOGVAR.format(what=what))
+        return self.logvar
 
     @property
     def factor_names(self) -> list[str]:
         """The names of the factor columns."""
         return list(self.metadata["factor_names"])
+
+    @property
+    def factor_sizes(self) -> list[int]:
+        """The number of classes of each factor (stated by the file, or max class + 1)."""
+        return list(self.metadata["factor_sizes"])
 
 
 @torch.no_grad()
@@ -105,9 +143,10 @@ def save_codes(path: Path | str, codes: Codes) -> None:
     """Write ``codes`` as a codes file (atomically, through ``io.save_bundle``)."""
     tensors = {
         "mean": torch.from_numpy(codes.mean),
-        "logvar": torch.from_numpy(codes.logvar),
         "factors": torch.from_numpy(codes.factors.astype(np.int64)),
     }
+    if codes.logvar is not None:
+        tensors["logvar"] = torch.from_numpy(codes.logvar)
     if codes.logpx is not None:
         tensors["logpx"] = torch.from_numpy(codes.logpx)
     io.save_bundle(path, tensors, codes.metadata)
@@ -116,6 +155,14 @@ def save_codes(path: Path | str, codes: Codes) -> None:
 def is_codes_file(metadata: Any) -> bool:
     """Whether a bundle's metadata marks it as a codes file (rather than a model)."""
     return isinstance(metadata, dict) and metadata.get("kind") == "codes"
+
+
+def looks_like_codes(tensors: Any, metadata: Any) -> bool:
+    """Whether a bundle holds codes: it says ``kind: codes``, or says no kind and has ``mean``."""
+    if not isinstance(metadata, dict):
+        return False
+    kind = metadata.get("kind")
+    return kind == "codes" or (kind is None and "mean" in tensors)
 
 
 def _is_number(value: Any) -> bool:
@@ -128,13 +175,15 @@ def _check_metadata(path: Path | str, metadata: dict[str, Any], factors: int) ->
     def bad(field: str, expected: str) -> IsaError:
         return IsaError(
             f"{path}: malformed codes metadata: '{field}' must be {expected}; "
-            "re-run `isa encode` to rewrite the file"
+            "fix it, leave it out (names and sizes are then inferred) or re-run `isa encode`"
         )
 
     names = metadata.get("factor_names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
         raise bad("factor_names", "a list of strings")
-    if len(names) != factors or len(set(names)) != len(names):
+    if names is not None and (len(names) != factors or len(set(names)) != len(names)):
         raise bad("factor_names", f"{factors} distinct names, one per factor column")
     sizes = metadata.get("factor_sizes")
     if sizes is not None and (
@@ -157,41 +206,109 @@ def _check_metadata(path: Path | str, metadata: dict[str, Any], factors: int) ->
         raise bad("config.tree", "a tree spec string")
 
 
-def load_codes(path: Path | str) -> Codes:
-    """Read and validate a codes file; raise IsaError naming the file for any malformed part."""
-    bundle = io.load_bundle(path)
-    if not is_codes_file(bundle.metadata):
-        raise IsaError(f"{path} is not a codes file (write one with `isa encode`)")
-    tensors = bundle.tensors
-    for key in ("mean", "logvar"):
-        if key not in tensors:
-            raise IsaError(f"{path} has no '{key}' tensor; re-run `isa encode`")
-        if not tensors[key].is_floating_point():
-            raise IsaError(f"{path}: '{key}' has dtype {tensors[key].dtype}; expected float32")
-    if "factors" not in tensors or "factor_names" not in bundle.metadata:
-        raise IsaError(f"{path} has no factors; MIG needs the ground-truth factors of each image")
-    if tensors["factors"].is_floating_point() or tensors["factors"].is_complex():
-        raise IsaError(f"{path}: 'factors' has dtype {tensors['factors'].dtype}; expected int64")
-    mean, logvar = tensors["mean"].double().numpy(), tensors["logvar"].double().numpy()
-    factors = tensors["factors"].to(torch.int64).numpy()
+def _inferred(path: Path | str, metadata: dict[str, Any], factors: np.ndarray) -> dict:
+    """``metadata`` with factor names (f0, f1, ...) and sizes (max class + 1) filled in where
+    the file leaves them out."""
+    filled = dict(metadata)
+    if filled.get("factor_names") is None:
+        filled["factor_names"] = [f"f{i}" for i in range(factors.shape[1])]
+    if filled.get("factor_sizes") is None and len(factors):
+        if factors.min() < 0:
+            raise IsaError(
+                f"{path}: 'factors' holds negative classes, so the factor sizes cannot be "
+                "inferred; number the classes 0..size-1 or state factor_sizes"
+            )
+        filled["factor_sizes"] = [int(v) + 1 for v in factors.max(axis=0)]
+    return filled
+
+
+def _assemble(
+    path: Path | str,
+    mean: np.ndarray,
+    logvar: np.ndarray | None,
+    factors: np.ndarray,
+    logpx: np.ndarray | None,
+    metadata: dict[str, Any],
+) -> Codes:
+    """Check the arrays of a codes file against each other and build its Codes."""
+    given = f"mean {mean.shape}" + ("" if logvar is None else f", logvar {logvar.shape}")
     if (
-        mean.shape != logvar.shape
-        or mean.ndim != 2
+        mean.ndim != 2
+        or (logvar is not None and mean.shape != logvar.shape)
         or factors.ndim != 2
         or factors.shape[0] != mean.shape[0]
     ):
         raise IsaError(
-            f"{path}: mean {mean.shape}, logvar {logvar.shape} and factors "
-            f"{factors.shape} do not fit together"
+            f"{path}: {given} and factors {factors.shape} do not fit together "
+            "(mean and logvar (N, K), factors (N, F))"
         )
-    if not (np.isfinite(mean).all() and np.isfinite(logvar).all()):
+    if not (np.isfinite(mean).all() and (logvar is None or np.isfinite(logvar).all())):
         raise IsaError(f"{path}: the codes contain NaN or inf (the model may have diverged)")
-    _check_metadata(path, bundle.metadata, factors.shape[1])
-    logpx = None
-    if "logpx" in tensors:
-        logpx = tensors["logpx"].double().numpy()
-        if logpx.shape != (len(mean),) or not np.isfinite(logpx).all():
-            raise IsaError(
-                f"{path}: 'logpx' must hold {len(mean)} finite values, got shape {logpx.shape}"
-            )
-    return Codes(mean, logvar, factors, logpx, bundle.metadata)
+    _check_metadata(path, metadata, factors.shape[1])
+    if logpx is not None and (logpx.shape != (len(mean),) or not np.isfinite(logpx).all()):
+        raise IsaError(
+            f"{path}: 'logpx' must hold {len(mean)} finite values, got shape {logpx.shape}"
+        )
+    return Codes(mean, logvar, factors, logpx, _inferred(path, metadata, factors))
+
+
+def codes_of_bundle(path: Path | str, bundle: io.Bundle) -> Codes:
+    """The codes a safetensors bundle holds (any writer; see ``CODES_FORMAT``), validated."""
+    if not looks_like_codes(bundle.tensors, bundle.metadata):
+        raise IsaError(
+            f"{path} is not a codes file (write one with `isa encode`, or see the codes format: "
+            f"{CODES_FORMAT})"
+        )
+    tensors = bundle.tensors
+    if "mean" not in tensors:
+        raise IsaError(f"{path} has no 'mean' tensor; re-run `isa encode`")
+    for key in ("mean", "logvar", "logpx"):
+        if key in tensors and not tensors[key].is_floating_point():
+            raise IsaError(f"{path}: '{key}' has dtype {tensors[key].dtype}; expected float32")
+    if "factors" not in tensors:
+        raise IsaError(f"{path} has no factors; MIG needs the ground-truth factors of each image")
+    if tensors["factors"].is_floating_point() or tensors["factors"].is_complex():
+        raise IsaError(f"{path}: 'factors' has dtype {tensors['factors'].dtype}; expected int64")
+
+    def array(key: str) -> np.ndarray | None:
+        return tensors[key].double().numpy() if key in tensors else None
+
+    factors = tensors["factors"].to(torch.int64).numpy()
+    return _assemble(path, array("mean"), array("logvar"), factors, array("logpx"), bundle.metadata)
+
+
+def _codes_of_npz(path: Path | str, archive: io.NpzArchive) -> Codes:
+    """The codes an ``.npz`` archive holds (see ``CODES_FORMAT``), read without pickles."""
+    present = set(archive.files)
+    if "mean" not in present or "factors" not in present:
+        missing = "'mean'" if "mean" not in present else "'factors'"
+        raise IsaError(
+            f"{path} has no {missing} entry; a codes .npz holds 'mean' (N, K) and 'factors' "
+            "(N, F), optionally 'logvar', 'logpx', 'factor_names' and 'factor_sizes'"
+        )
+
+    def floats(key: str) -> np.ndarray | None:
+        if key not in present:
+            return None
+        return archive.array(key, "f", "floats").astype(np.float64)
+
+    factors = archive.array("factors", "iu", "integer classes").astype(np.int64)
+    metadata: dict[str, Any] = {}
+    if "factor_names" in present:
+        names = archive.array("factor_names", "U", "an array of strings")
+        metadata["factor_names"] = [str(n) for n in names.ravel()]
+    if "factor_sizes" in present:
+        sizes = archive.array("factor_sizes", "iu", "an array of integers")
+        metadata["factor_sizes"] = [int(v) for v in sizes.ravel()]
+    return _assemble(path, floats("mean"), floats("logvar"), factors, floats("logpx"), metadata)
+
+
+def load_codes(path: Path | str) -> Codes:
+    """Read and validate a codes file, safetensors or ``.npz`` (``CODES_FORMAT``); raise
+    IsaError naming the file for any malformed part."""
+    handle, kind = io.open_input(path)
+    if kind == "zip":
+        with io.NpzArchive(handle, kind, Path(path)) as archive:
+            return _codes_of_npz(path, archive)
+    handle.close()
+    return codes_of_bundle(path, io.load_bundle(path, require_metadata=False))

@@ -1,7 +1,9 @@
-"""Which torch device a run uses, from the ``--device`` text (``auto``, ``cpu``, ``cuda[:N]``)."""
+"""Where work runs: the torch device named by ``--device`` (``auto``, ``cpu``, ``cuda[:N]``),
+and the CPU cores this process may use."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from isa_core.errors import field_error
@@ -9,7 +11,15 @@ from isa_core.errors import field_error
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_cores", "resolve_device"]
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which Slurm and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def resolve_device(name: str) -> torch.device:

@@ -697,8 +697,12 @@ def save_bundle(
         handle.write(data)
 
 
-def load_bundle(path: Path | str) -> Bundle:
-    """Read a safetensors bundle written by :func:`save_bundle`, validating it first."""
+def load_bundle(path: Path | str, require_metadata: bool = True) -> Bundle:
+    """Read a safetensors bundle written by :func:`save_bundle`, validating it first.
+
+    Without ``require_metadata``, a file with no ``isa`` metadata (written by another tool)
+    reads as empty metadata; ``isa`` metadata that is not a JSON object is refused either way.
+    """
     from safetensors.torch import load
 
     path = _as_path(path)
@@ -723,6 +727,8 @@ def load_bundle(path: Path | str) -> Bundle:
         raise IsaError(f"{name} is a corrupt or truncated safetensors file ({first})") from None
     extra = header.get("__metadata__") if isinstance(header, dict) else None
     raw = extra.get(_METADATA_KEY) if isinstance(extra, dict) else None
+    if raw is None and not require_metadata:
+        return Bundle(tensors, {})
     if not isinstance(raw, str):
         raise IsaError(f"{name} has no '{_METADATA_KEY}' metadata; it was not written by isa")
     try:

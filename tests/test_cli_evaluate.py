@@ -95,7 +95,8 @@ def test_mig_record_is_the_library_report_and_the_table_goes_to_stderr(
     status, out, err = isa_in_process(["mig", str(path)], capsys)
     assert status == 0, err
     report = mig_report(load_codes(path))
-    assert out == json.dumps({"input": str(path), **report}) + "\n"
+    # the library's report, with the (default) protocol named
+    assert out == json.dumps({"input": str(path), **report, "protocol": "isa"}) + "\n"
     assert f"MIG {report['mig']:.4f} (quadrature)" in err and "log p(x|z)" in err
 
 
@@ -136,6 +137,9 @@ def test_bad_inputs(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     io.save_bundle(few, {**three, "factors": codes.tensors["factors"]}, codes.metadata)
     foreign = tmp_path / "foreign.safetensors"
     io.save_bundle(foreign, {"w": torch.zeros(2)}, {"something": "else"})
+    means_only = tmp_path / "means.safetensors"  # codes of another tool: no logvar, no kind
+    kept = {k: codes.tensors[k] for k in ("mean", "factors")}
+    io.save_bundle(means_only, kept, {"factor_names": codes.metadata["factor_names"]})
     moved = tmp_path / "moved"
     moved.mkdir()
     model = io.load_bundle(trained / "model.safetensors")
@@ -154,6 +158,8 @@ def test_bad_inputs(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["mig", codes_path, "--factors", "colour"], "--factors 'colour': unknown colour"),
         (["traverse", model_path, "-o", tmp_path / "x.pdf"], "PNG"),
         (["traverse", model_path, "--codes", few, "-o", png], f"--codes {few} has 3 latents"),
+        (["traverse", model_path, "--codes", means_only, "-o", png], "has no 'logvar'"),
+        (["mig", means_only], "no 'logvar'"),
         (
             ["traverse", model_path, "--codes", codes_path, "--index", "4410", "-o", png],
             "--index 4410 is out of range (0..4409)",

@@ -402,6 +402,14 @@ def _mig(seeds, path, payload, mode):
     return ["mig", source, "-q", "--data", str(seeds.data), "--device", "cpu"], stdin
 
 
+def _score(seeds, path, payload, mode):
+    # The grid scores and MIG: quick on any input (the point-based scores train classifiers on
+    # 10,000 points whatever the input, which the CLI tests cover).
+    source, stdin = _input(path, mode, payload)
+    argv = ["score", source, "-q", "--metric", "mig,factorvae,betavae", "--data", str(seeds.data)]
+    return [*argv, "--device", "cpu"], stdin
+
+
 def _traverse(which: str):
     def build(seeds, path, payload, mode):
         model, codes = (path, seeds.codes) if which == "model" else (seeds.model, path)
@@ -499,6 +507,7 @@ TARGETS = [
     Target("prior-logpdf --model", 12, _bundle("model"), _with_model("prior-logpdf"), _BUNDLE),
     Target("encode", 15, _bundle("model"), _encode, _BUNDLE, _STDIN),
     Target("mig", 40, _mixed_bundles, _mig, _BUNDLE, _STDIN),
+    Target("score", 10, _mixed_bundles, _score, _BUNDLE, _STDIN),
     Target("traverse model", 6, _bundle("model"), _traverse("model"), _BUNDLE, _STDIN[:2]),
     Target("traverse --codes", 6, _bundle("codes"), _traverse("codes"), _BUNDLE),
     Target("data info", 30, _data_payloads, _data("info"), (".npz", ".pt", ".npy")),

@@ -124,6 +124,22 @@ def test_bad_bundles(tmp_path: Path) -> None:
             io.load_bundle(path)
 
 
+def test_a_bundle_without_isa_metadata_may_be_read_as_empty_metadata(tmp_path: Path) -> None:
+    """Codes from other tools carry no `isa` metadata; metadata that is not an object is still
+    refused."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"mean": torch.zeros(2, 3)}, path)
+    bundle = io.load_bundle(path, require_metadata=False)
+    assert bundle.metadata == {} and bundle.tensors["mean"].shape == (2, 3)
+    with pytest.raises(IsaError, match="no 'isa' metadata"):
+        io.load_bundle(path)
+    save_file({"mean": torch.zeros(2, 3)}, path, metadata={"isa": "[1]"})
+    with pytest.raises(IsaError, match="not a JSON object"):
+        io.load_bundle(path, require_metadata=False)
+
+
 def test_save_figure_requires_png(tmp_path: Path) -> None:
     from matplotlib.figure import Figure
 

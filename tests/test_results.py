@@ -60,6 +60,17 @@ def test_a_run_folder_gives_the_collect_row(tmp_path: Path) -> None:
     assert again.grid == {"seed": 7} and again.learned_exponents == [2.1, 1.9]
 
 
+def test_score_metrics_of_the_run_come_last_in_the_row(tmp_path: Path) -> None:
+    scores = {"protocol": "isa", "seed": 0, "n": 9, "metrics": ["sap"], "settings": {"bins": 20}}
+    scores |= {"sap": 0.4, "sap_matrix": [[1.0]], "factorvae_active_latents": 3}
+    folder = run_folder(tmp_path, json.dumps({**RESULT, "scores": scores}))
+    row = RunResult.from_run_folder(ENTRY, folder).as_row()
+    assert list(row)[-1] == "scores"
+    assert row["scores"] == {"sap": 0.4, "factorvae_active_latents": 3}  # numbers, no context
+    again = RunResult.from_row(json.loads(json.dumps(row)), "results.jsonl")
+    assert again.as_row() == row and again.grid == {"seed": 7}
+
+
 def test_a_grid_beta_is_the_rows_beta(tmp_path: Path) -> None:
     entry = {"id": "b1", "method": None, "grid": {"beta": 1}}
     result = RunResult.from_run_folder(entry, run_folder(tmp_path))
@@ -74,6 +85,7 @@ def test_a_grid_beta_is_the_rows_beta(tmp_path: Path) -> None:
         ('{"factors": []}', CONFIG, "is not a result of `isa sweep run`"),
         ('{"mig": 0.1, "factors": [{"gap": 1}]}', CONFIG, "is not a result of `isa sweep run`"),
         (json.dumps(RESULT), "x", "has no run config"),
+        (json.dumps({**RESULT, "scores": [0.1]}), CONFIG, "'scores' is not an `isa score` record"),
     ],
 )
 def test_damaged_run_folders_are_refused(
@@ -113,6 +125,8 @@ def test_read_results_gives_checked_runs(tmp_path: Path) -> None:
         ('{"mig": 0.1, "exponents": [2, "a"]}\n', "must be a list of finite numbers"),
         ('{"mig": 0.1, "config": "x"}\n', "has config 'x'; it must be an object"),
         ('{"id": "a", "logpx": 1}\n', "run a has no mig"),
+        ('{"mig": 0.1, "scores": {"sap": "x"}}\n', "scores .*; it must be an object of finite"),
+        ('{"mig": 0.1, "scores": [1]}\n', "scores .*; it must be an object of finite"),
     ],
 )
 def test_damaged_results_are_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -117,6 +117,8 @@ def test_the_flags_are_the_config_fields() -> None:
         "bins": int,
         "seed": int,
         "group": str,
+        "protocol": str,
+        "metrics": list,
     }
 
 
@@ -148,6 +150,13 @@ def test_bad_run_configs(flags: dict, message: str) -> None:
         ("[grid]\nmethod = ['nope']\n", "has no [methods.nope]"),
         ("[methods.a]\nbeta = 1\n[methods.a]\nbeta = 2\n[grid]\nseed = [0]\n", "not valid TOML"),
         ("[eval]\nwarp = 1\n[grid]\nseed = [0]\n", "not a flag of `isa mig`"),
+        ("[eval]\nmetrics = ['dci', 'bogus']\n[grid]\nseed = [0]\n", "metrics 'bogus' is unknown"),
+        ("[eval]\nmetrics = [1]\n[grid]\nseed = [0]\n", "takes a list of names"),
+        ("[eval]\nprotocol = 'nope'\n[grid]\nseed = [0]\n", "protocol 'nope' is unknown"),
+        (
+            "[eval]\nprotocol = 'chen2018'\nbins = 5\n[grid]\nseed = [0]\n",
+            "cannot be combined with protocol chen2018",
+        ),
         ("[base]\nestimator = 'mss'\ntc_estimator = 'mws'\n[grid]\nseed = [0]\n", "twice"),
     ],
 )
@@ -216,20 +225,24 @@ def test_run_skip_resume_status_collect(tmp_path: Path, capsys) -> None:
         assert key in rows[1]
     assert rows[1]["config"]["steps"] == 12 and 0 <= rows[1]["mig"] <= 1
     assert rows[1]["config"]["epochs"] is None  # given --steps, so no epochs were asked for
+    assert "scores" not in rows[1]  # no [eval] metrics: the rows keep their keys
 
 
 def test_a_sweep_run_scores_as_the_library_calls_by_hand(tmp_path: Path, capsys) -> None:
-    """One run of a sweep gives the numbers of train -> encode -> mig_report called by hand."""
+    """One run of a sweep gives the numbers of train -> encode -> mig_report (and the [eval]
+    score metrics, through score_codes) called by hand; collect puts the scores in its row."""
     import torch
 
     from isa_core.checkpoint import load_model, prepare_folder
     from isa_core.codes import encode, load_codes, save_codes
     from isa_core.data import open_dataset
     from isa_core.metrics import mig_report
+    from isa_core.scores import score_codes
     from isa_core.sweeps import threads_per_run
     from isa_core.training import train
 
     text = SPEC.format(steps=3, methods='["bvae"]') + '\n[eval]\nfactors = "scale,x"\n'
+    text += 'metrics = ["sap", "modularity", "mig"]\n'
     text = text.replace('prior = "normal"', 'prior = "normal"\nlatent_dim = 3')
     spec_path = write(tmp_path, text)
     code, _, err = isa(["sweep", "run", spec_path, "-o", tmp_path, "--only", "seed=0"], capsys)
@@ -253,6 +266,12 @@ def test_a_sweep_run_scores_as_the_library_calls_by_hand(tmp_path: Path, capsys)
     by_hand = mig_report(load_codes(folder / "codes.safetensors"), factors=["scale", "x"])
     assert swept["scored_factors"] == ["scale", "x"]
     assert {key: swept[key] for key in by_hand} == by_hand
+    # MIG is the record itself; the other metrics are the `isa score` record under "scores"
+    scored = score_codes(load_codes(folder / "codes.safetensors"), ["sap", "modularity"])
+    assert swept["scores"] == json.loads(json.dumps(scored))
+    _, collected, err = isa(["sweep", "collect", tmp_path / "tiny"], capsys)
+    (row,) = [json.loads(line) for line in collected.splitlines()]
+    assert row["scores"] == {"sap": scored["sap"], "modularity": scored["modularity"]}
 
 
 def test_failed_run_is_recorded_and_others_continue(tmp_path: Path, capsys) -> None:

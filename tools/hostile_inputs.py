@@ -1029,6 +1029,9 @@ def _codes_cases(seeds: Seeds, files: _Files) -> list[Case]:
         if name.startswith(("truncated", "header", "offsets", "dtype", "shape", "flip")):
             owner = "isa_core/io.py (load_bundle)"
         cases.append(Case(["mig", p, "-q"], expect=expect, owner=owner))
+        argv = ["score", p, "-q", "--metric", "mig,factorvae,betavae"]
+        # the seed codes repeat factor combinations, so the grid scores may refuse them (2)
+        cases.append(Case(argv, expect=(0, 2), owner="isa_core/scores + " + owner))
         if name in ("zero-rows", "one-row", "narrow-24", "logvar-1000", "factors-constant"):
             for estimator in ("sampling", "histogram"):
                 argv = ["mig", p, "-q", "--estimator", estimator, "--samples", "200"]

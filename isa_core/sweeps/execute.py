@@ -1,7 +1,9 @@
-"""One run of a sweep, through the library: train (or resume) -> encode -> MIG, in its folder.
+"""One run of a sweep, through the library: train (or resume) -> encode -> MIG (and the scores
+``[eval] metrics`` lists), in its folder.
 
 Beside the training run's own files, a run folder holds ``codes.safetensors``, ``result.json``
-(the `isa mig` record of the codes with the run's id, method, grid and seconds), ``log.txt``
+(the `isa mig` record of the codes with the run's id, method, grid and seconds, and under
+``scores`` the `isa score` record when ``[eval]`` lists metrics), ``log.txt``
 (what each stage did; a failure's traceback) and ``error.txt`` (why the run last failed, one
 line). A run with ``result.json`` is done, one with ``error.txt`` failed, and one with only
 metrics is running or was interrupted: the next `isa sweep run` resumes it from its checkpoint.
@@ -29,6 +31,7 @@ __all__ = [
     "execute_run",
     "mig_arguments",
     "run_state",
+    "score_arguments",
 ]
 
 CODES_FILE = "codes.safetensors"
@@ -43,12 +46,25 @@ class _Stopped(Exception):
 
 
 def mig_arguments(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """``mig_report``'s keyword arguments from a spec's ``[eval]``: ``factors`` is written as
-    on the command line, ``scale,x,y``."""
-    arguments = dict(evaluation)
+    """``protocol_mig``'s keyword arguments (those of ``mig_report`` and ``protocol``) from a
+    spec's ``[eval]``: ``factors`` is written as on the command line, ``scale,x,y``."""
+    arguments = {key: value for key, value in evaluation.items() if key != "metrics"}
     if isinstance(arguments.get("factors"), str):
         arguments["factors"] = [f.strip() for f in arguments["factors"].split(",") if f.strip()]
     return arguments
+
+
+def score_arguments(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """``score_codes``'s keyword arguments from a spec's ``[eval]``, or None when it lists no
+    score besides MIG (which every run computes)."""
+    metrics = [m for m in evaluation.get("metrics", []) if m != "mig"]
+    if not metrics:
+        return None
+    return {
+        "metrics": metrics,
+        "seed": evaluation.get("seed", 0),
+        "protocol": evaluation.get("protocol", "isa"),
+    }
 
 
 def execute_run(
@@ -104,11 +120,12 @@ def _train_encode_score(
     stop: threading.Event | None,
     log: IO[str],
 ) -> dict[str, Any]:
-    """The stages of a run; its `isa mig` record. Raises _Stopped when ``stop`` is set."""
+    """The stages of a run; its `isa mig` record (with ``scores``, the `isa score` record, when
+    ``[eval]`` lists metrics). Raises _Stopped when ``stop`` is set."""
     from isa_core import checkpoint, training
     from isa_core.codes import encode, load_codes, save_codes
     from isa_core.devices import resolve_device
-    from isa_core.metrics import mig_report
+    from isa_core.scores import protocol_mig, score_codes
 
     def say(line: str) -> None:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -148,8 +165,14 @@ def _train_encode_score(
     save_codes(path, codes)
     say(f"encode: {len(codes.mean)} images, {path}")
     # Scored from the file, as `isa mig CODES` scores it: the same float64 numbers, checked.
-    report = mig_report(load_codes(path), **mig_arguments(evaluation))
-    return {"input": str(path), **report}
+    scored = load_codes(path)
+    result = {"input": str(path), **protocol_mig(scored, **mig_arguments(evaluation))}
+    arguments = score_arguments(evaluation)
+    if arguments is not None:
+        check_stop()
+        result["scores"] = score_codes(scored, **arguments)
+        say(f"score: {', '.join(arguments['metrics'])}")
+    return result
 
 
 def run_state(folder: Path) -> dict[str, Any]:

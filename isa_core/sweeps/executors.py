@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from isa_core.choices import ExecutorKind
+from isa_core.devices import cpu_cores
 from isa_core.errors import IsaError, field_error
 from isa_core.sweeps.execute import execute_run
 from isa_core.sweeps.spec import Run, SweepSpec, run_folder
@@ -41,14 +42,6 @@ JOBS_FILE = "jobs.jsonl"
 POLL_SECONDS = 1.0  # how often the pool looks for workers that died without a word
 
 Work = Callable[[Run, Path, dict[str, Any], threading.Event], dict[str, Any]]
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which Slurm and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_run(jobs: int, cores: int | None = None) -> int:

@@ -1,6 +1,7 @@
 """The results of a sweep: one typed `RunResult` per finished run, read, checked and selected.
 
-A finished run folder holds ``result.json`` (the run's `isa mig` record), ``model.safetensors``
+A finished run folder holds ``result.json`` (the run's `isa mig` record, with its `isa score`
+record under ``scores`` when the spec's ``[eval]`` lists metrics), ``model.safetensors``
 (its config) and ``metrics.jsonl`` (learned exponents, speed). `isa sweep collect` writes one
 results row per run as a JSON line (`RunResult.as_row`); `isa select` and `isa plot` read them
 back (`read_results`), refusing damaged rows in one line.
@@ -47,7 +48,10 @@ ROW_KEYS = (
     "images_per_s",
     "model",
     "codes",
+    "scores",  # only in rows of sweeps whose [eval] lists score metrics
 )
+# Keys of an `isa score` record that describe the scoring rather than score the codes.
+SCORE_CONTEXT = ("seed", "n")
 HINT = "give the results file (JSON lines) of `isa sweep collect`"
 
 
@@ -72,6 +76,7 @@ class RunResult:
     images_per_s: float | None
     model: str | None
     codes: str | None
+    scores: dict[str, float] | None = None  # the numbers of `isa score` ([eval] metrics)
 
     @classmethod
     def from_run_folder(cls, entry: dict[str, Any], run_dir: Path) -> RunResult:
@@ -116,6 +121,7 @@ class RunResult:
             images_per_s=last.get("images_per_s"),
             model=str(model.resolve()),
             codes=str((run_dir / CODES_FILE).resolve()),
+            scores=_score_numbers(result.get("scores"), path, redo),
         )
 
     @classmethod
@@ -133,7 +139,7 @@ class RunResult:
     def as_row(self) -> dict[str, Any]:
         """The results row (one JSON line of `isa sweep collect`): id, method, beta, the grid
         values, then config, scores and paths."""
-        return {
+        row = {
             "id": self.id,
             "method": self.method,
             # β groups the rows (select, plot), also when it is fixed in [base], not in the grid.
@@ -149,6 +155,9 @@ class RunResult:
             "model": self.model,
             "codes": self.codes,
         }
+        if self.scores is not None:
+            row["scores"] = self.scores
+        return row
 
     @property
     def learned_exponents(self) -> list[float] | None:
@@ -156,6 +165,20 @@ class RunResult:
         if self.exponents and (self.config or {}).get("learn_exponents"):
             return self.exponents
         return None
+
+
+def _score_numbers(record: Any, path: Path, redo: str) -> dict[str, float] | None:
+    """The numbers of a run's `isa score` record (None when it has none): each score, without
+    its matrices, its settings or the context in ``SCORE_CONTEXT``."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise IsaError(f"{path}: 'scores' is not an `isa score` record; {redo}")
+    return {
+        key: value
+        for key, value in record.items()
+        if key not in SCORE_CONTEXT and _is_number(value, MAX_MAGNITUDE)
+    }
 
 
 def _last_metrics(path: Path) -> dict[str, Any]:
@@ -264,6 +287,13 @@ def check_result_rows(
             )
         if not isinstance(row.get("config"), (dict, type(None))):
             raise IsaError(f"{where} has config {_short(row['config'])}; it must be an object")
+        scores = row.get("scores")
+        if scores is not None and not (
+            isinstance(scores, dict) and all(_is_number(v, MAX_MAGNITUDE) for v in scores.values())
+        ):
+            raise IsaError(
+                f"{where} has scores {_short(scores)}; it must be an object of finite numbers"
+            )
     return rows
 
 

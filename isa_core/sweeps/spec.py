@@ -3,11 +3,13 @@
 A spec has ``[sweep]`` (``name``, ``data``), ``[base]`` (train flags every run shares),
 ``[methods.NAME]`` (named flag sets), ``[grid]`` (lists whose Cartesian product gives the runs;
 ``method`` picks a method, any other key is a train flag) and an optional ``[eval]`` (the
-arguments of ``isa_core.metrics.mig_report``). The train flags are the fields of
-``TrainConfig`` and of ``PriorSpec`` (whose prior flags build the config's tree) and
-``device``; each takes the kind of value its field's type says. Keys may use underscores or
-dashes (``batch_size`` or ``batch-size``). A run's id is a stable slug of its grid values,
-e.g. ``isa-vae_beta2_seed7``; its folder is ``OUT/NAME/runs/ID/``.
+arguments of ``isa_core.metrics.mig_report``, a ``protocol`` of ``isa_core.scores.protocol``,
+and ``metrics``: the scores of `isa score` to store beside MIG, e.g. ``["dci", "sap"]``).
+The train flags are the fields of ``TrainConfig`` and of ``PriorSpec`` (whose prior flags
+build the config's tree) and ``device``; each takes the kind of value its field's type
+says. Keys may use underscores or dashes (``batch_size`` or ``batch-size``). A run's id is a
+stable slug of its grid values, e.g. ``isa-vae_beta2_seed7``; its folder is
+``OUT/NAME/runs/ID/``.
 
 Sweep names, method names and run ids become folder names, so they must be safe names
 (``SAFE_NAME``, at most ``NAME_MAX`` characters); a run id longer than that keeps its first
@@ -99,13 +101,14 @@ def train_flags() -> dict[str, type]:
 
 @functools.cache
 def eval_flags() -> dict[str, type]:
-    """Each key of ``[eval]``, with its kind: the arguments of ``mig_report`` after the codes."""
+    """Each key of ``[eval]``, with its kind: the arguments of ``mig_report`` after the codes,
+    the scoring ``protocol`` and the score ``metrics`` (a list of names)."""
     from isa_core import metrics
 
     # The codes' type is imported only for type checkers; it is not a flag, so any name will do.
     hints = typing.get_type_hints(metrics.mig_report, localns={"Codes": object})
     names = list(inspect.signature(metrics.mig_report).parameters)[1:]
-    return {name: _kind(hints[name]) for name in names}
+    return {name: _kind(hints[name]) for name in names} | {"protocol": str, "metrics": list}
 
 
 def _flag(name: str) -> str:
@@ -166,7 +169,12 @@ def _describe(value: Any) -> str:
 
 def _check_value(where: str, name: str, kind: type, value: Any) -> Any:
     """``value`` if a flag of ``kind`` can take it (a string, number or true/false)."""
-    if kind is bool:
+    if kind is list:
+        ok = isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        )
+        wanted = "a list of names"
+    elif kind is bool:
         ok, wanted = isinstance(value, bool), "true or false"
     elif isinstance(value, bool):
         ok, wanted = False, "a value, not true/false"
@@ -286,11 +294,30 @@ def _check_flags(section: str, flags: dict[str, Any], source: Path) -> dict[str,
         if name not in kinds:
             raise IsaError(
                 f"{source}: [{section}] has {key!r}, which is not a flag of "
-                f"`isa {'mig' if is_eval else 'train'}`"
+                f"`isa {'mig` or `isa score' if is_eval else 'train'}`"
             )
         if name in checked:
             raise IsaError(f"{source}: [{section}] sets {name} twice; keep one {name}")
         checked[name] = _check_value(f"{source}: [{section}]", name, kinds[name], value)
+    return checked
+
+
+def _check_eval(evaluation: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``[eval]`` with its score names checked (stored as a list) and its MIG settings checked
+    against its protocol, which may fix them."""
+    from isa_core.scores import check_protocol_flags, parse_metrics
+
+    checked = dict(evaluation)
+    try:
+        if "metrics" in checked:
+            checked["metrics"] = [str(metric) for metric in parse_metrics(checked["metrics"])]
+        if "protocol" in checked:
+            given = {key: value for key, value in checked.items() if key in eval_flags()}
+            for key in ("seed", "protocol", "metrics"):
+                given.pop(key, None)
+            check_protocol_flags(checked["protocol"], **given)
+    except IsaError as error:
+        raise IsaError(f"{source}: [eval] {error}") from None
     return checked
 
 
@@ -368,7 +395,7 @@ def load_spec(path: Path | str) -> SweepSpec:
     for method in grid.get("method", []):
         if method not in methods:
             raise IsaError(f"{path}: [grid] method {method!r} has no [methods.{method}] table")
-    evaluation = _check_flags("eval", _table(raw, "eval", path), path)
+    evaluation = _check_eval(_check_flags("eval", _table(raw, "eval", path), path), path)
     spec = SweepSpec(name, base, methods, grid, evaluation)
     _check_count(spec.count(), f"{path}: [grid]")
     return spec

@@ -10,7 +10,7 @@ import typer
 
 from isa_cli.app import app
 from isa_cli.options import PRECISION_HELP, check_path_text, seed_option
-from isa_cli.progress import progress_bar
+from isa_cli.progress import DEFAULT_EVERY, ProgressEvery, progress_bar
 from isa_core.choices import (
     MiEstimator,
     Precision,
@@ -50,8 +50,10 @@ def _encode_model(
     device: str,
     quiet: bool,
     precision: Precision | None = None,
+    every: float = 0.0,
 ) -> Codes:
-    """Codes of the model at ``path``, in ``precision`` or else the one it was trained with."""
+    """Codes of the model at ``path``, in ``precision`` or else the one it was trained with;
+    off a terminal, a progress line every ``every`` seconds (0: none)."""
     from isa_core.checkpoint import load_model
     from isa_core.codes import encode
     from isa_core.config import TrainConfig
@@ -68,7 +70,7 @@ def _encode_model(
             f"the model's data {source!r} is not available ({error}); pass --data"
         ) from None
     target = resolve_device(device)
-    with progress_bar("encode", quiet, transient=True) as bar:
+    with progress_bar("encode", quiet, transient=True, every=every, noun="images") as bar:
         codes = encode(
             model, dataset, target, batch_size, on_batch=bar.callback, precision=precision
         )
@@ -128,13 +130,14 @@ def encode_command(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    progress_every: ProgressEvery = DEFAULT_EVERY,
 ) -> None:
     """q(z|x) for every image as a codes file (mean, logvar, factors, logpx); prints its path."""
     from isa_core import io
     from isa_core.codes import save_codes
 
     path = io.read_paths(model, _stdin())[0]
-    codes = _encode_model(path, data, batch_size, device, quiet, precision)
+    codes = _encode_model(path, data, batch_size, device, quiet, precision, progress_every)
     target = out or path.parent / "codes.safetensors"
     save_codes(target, codes)
     typer.echo(str(Path(target).resolve()))

@@ -1,4 +1,5 @@
-"""`isa plot scatter|mig-dist|exponents|prior-contours`: the paper's summary figures."""
+"""`isa plot scatter|mig-dist|exponents|prior-contours|curves`: the paper's summary figures,
+and training curves of run folders."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 # The results reader and the figures load inside the commands, so that `isa --help` stays fast.
 
 plot_app = typer.Typer(
-    help="Figures from a results file (isa sweep collect).", no_args_is_help=True
+    help="Figures from a results file (isa sweep collect) or from run folders.",
+    no_args_is_help=True,
 )
 app.add_typer(plot_app, name="plot")
 
@@ -105,3 +107,20 @@ def prior_contours(
         if prior.tree.n != 2:
             raise IsaError(f"--tree {prior.tree} has n = {prior.tree.n}; panels need 2-D priors")
     _save(prior_contour_grid(priors), out)
+
+
+@plot_app.command("curves")
+def curves(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (isa train -o), overlaid; each needs its metrics.jsonl.",
+            show_default=False,
+        ),
+    ],
+    out: Out,
+) -> None:
+    """Loss, its parts and the prior's exponents against step, one panel each, runs overlaid."""
+    from isa_core.plots import read_curves, training_curves
+
+    _save(training_curves([read_curves(folder) for folder in run_dirs]), out)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from isa_cli.app import app
-from isa_cli.progress import progress_bar
+from isa_cli.progress import DEFAULT_EVERY, ProgressEvery, progress_bar
 from isa_core.errors import IsaError
 from isa_core.locks import folder_lock
 from isa_core.sweeps import (
@@ -102,6 +102,7 @@ def run_command(
     slurm_extra: Annotated[
         list[str] | None, typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).")
     ] = None,
+    progress_every: ProgressEvery = DEFAULT_EVERY,
 ) -> None:
     """Run every run of SPEC (skip finished, resume interrupted, record failures).
 
@@ -133,7 +134,7 @@ def run_command(
             if run not in todo:
                 typer.echo(json.dumps({"id": run.id, "state": "done", "skipped": True}))
         if executor == ExecutorKind.local:
-            records = _run_locally(todo, jobs, folder, sweep)
+            records = _run_locally(todo, jobs, folder, sweep, progress_every)
         else:
             parameters = slurm_parameters(
                 slurm_partition,
@@ -149,14 +150,16 @@ def run_command(
     _check_failures(records, folders)
 
 
-def _run_locally(todo: list[Run], jobs: int, folder: Path, sweep: SweepSpec) -> list[dict]:
+def _run_locally(
+    todo: list[Run], jobs: int, folder: Path, sweep: SweepSpec, every: float
+) -> list[dict]:
     """The runs in worker processes on this machine; a SIGINT/SIGTERM is passed on to them and
     ends the command with 130/143 once they have checkpointed."""
     from isa_core.sweeps import LocalPool, gpu_names
 
     pool = LocalPool(jobs, gpu_names() if todo else [])
     with _passed_on(pool.stop):
-        records = _report(pool.run(todo, folder, sweep.eval), sweep.name, len(todo))
+        records = _report(pool.run(todo, folder, sweep.eval), sweep.name, len(todo), every)
     if pool.signal is not None:
         stopped = sum(r.get("state") in ("interrupted", "pending") for r in records)
         name = signal.Signals(pool.signal).name
@@ -199,12 +202,13 @@ def _submit(
     return records
 
 
-def _report(records: Iterable[dict], name: str, total: int) -> list[dict]:
-    """Print each run's record as it finishes, with a progress bar on a terminal (its time
-    left appears once the first run has finished)."""
+def _report(records: Iterable[dict], name: str, total: int, every: float) -> list[dict]:
+    """Print each run's record as it finishes, with a progress bar on a terminal, or else a
+    line every ``every`` seconds (its time left appears once the first run has finished)."""
     done: list[dict] = []
     failed = 0
-    with progress_bar(f"sweep {name}", total=total) as bar:
+    runs = {"noun": "runs", "unit": "runs/h", "scale": 3600.0}
+    with progress_bar(f"sweep {name}", total=total, every=every, **runs) as bar:
         for record in records:
             done.append(record)
             failed += record.get("state") == "failed"

@@ -14,7 +14,7 @@ import typer
 
 from isa_cli.app import app
 from isa_cli.options import P0, P1, PRECISION_HELP, Layout, Scale, Tree
-from isa_cli.progress import progress_bar
+from isa_cli.progress import DEFAULT_EVERY, ProgressEvery, progress_bar
 from isa_core.choices import Arch, Objective, Precision, PriorKind, TcEstimator
 from isa_core.errors import IsaError
 from isa_core.locks import folder_lock
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # torch and the training loop load only when a command runs (
 # must be able to go on in fp32 (and back), so it is free to change like --device; so is
 # --compile (the same values, computed by other kernels).
 RESUMABLE = {"out", "resume", "force", "steps", "epochs", "checkpoint_every", "log_every"}
-RESUMABLE |= {"device", "precision", "compile", "threads", "quiet"}
+RESUMABLE |= {"device", "precision", "compile", "threads", "quiet", "progress_every"}
 PRIOR_FLAGS = ("prior", "layout", "p0", "p1", "tree", "latent_dim")
 CHANGED_ON_RESUME = ("checkpoint_every", "log_every", "precision", "compile")
 
@@ -119,6 +119,7 @@ def train_command(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
     log_every: Annotated[int, typer.Option(help="Log a metrics line every N steps.")] = 50,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    progress_every: ProgressEvery = DEFAULT_EVERY,
 ) -> None:
     """Train a VAE with an L^p-nested prior; prints the path of model.safetensors."""
     from isa_core.checkpoint import prepare_folder
@@ -151,7 +152,9 @@ def train_command(
         if resume:
             config = _resumed_config(ctx, params, out)
             run_data = open_run_data(config)
-        result, received = _train_with_signals(config, out, target, run_data, resume, quiet)
+        result, received = _train_with_signals(
+            config, out, target, run_data, resume, quiet, progress_every
+        )
     _finish(result, received)
 
 
@@ -228,6 +231,7 @@ def _train_with_signals(
     data: GroundTruthData,
     resume: bool,
     quiet: bool,
+    every: float,
 ) -> tuple[TrainResult, list[int]]:
     """Train with a progress bar; SIGINT/SIGTERM stop it at the next step, after a checkpoint."""
     from isa_core.training import train
@@ -241,7 +245,10 @@ def _train_with_signals(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with progress_bar("train", quiet) as bar:
+        # Off a terminal, a line every `every` s; its pace counts from the first step of
+        # this process (a resumed run starts past 0).
+        lines = {"every": every, "scale": config.batch_size, "start": None}
+        with progress_bar("train", quiet, **lines) as bar:
 
             def on_log(metrics: dict[str, float]) -> None:
                 loss, logpx = metrics.get("loss", float("nan")), metrics.get("logpx", float("nan"))

@@ -2,9 +2,10 @@
 through `isa_core.io.save_figure`.
 
 ``prior`` (Figs. 2, 3), ``data`` (factor sweeps), ``model`` (appendix A.5: traversals,
-latents against the true factors), ``sweep`` (Figs. 5-7, on `RunResult`) and ``toy``
-(appendix B). Names load their submodule on first use (PEP 562), so a command that draws one
-kind of figure imports only what that kind needs.
+latents against the true factors), ``sweep`` (Figs. 5-7, on `RunResult`), ``training`` (a
+run's logged curves, on `RunCurves`) and ``toy`` (appendix B). Names load their submodule on
+first use (PEP 562), so a command that draws one kind of figure imports only what that kind
+needs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
     from isa_core.plots.prior import MAX_EXTENT, prior_contour_grid, prior_contours
     from isa_core.plots.sweep import exponent_histograms, mig_distribution, mig_logpx_scatter
     from isa_core.plots.toy import fa_curves, ica_components
+    from isa_core.plots.training import RunCurves, read_curves, training_curves
 
 __all__ = [
     "MAX_EXTENT",
+    "RunCurves",
     "exponent_histograms",
     "fa_curves",
     "factor_sweeps",
@@ -36,6 +39,8 @@ __all__ = [
     "mig_logpx_scatter",
     "prior_contour_grid",
     "prior_contours",
+    "read_curves",
+    "training_curves",
 ]
 
 # name -> submodule that defines it, imported when the name is first looked up
@@ -51,6 +56,9 @@ _LAZY = {
     "mig_logpx_scatter": "sweep",
     "fa_curves": "toy",
     "ica_components": "toy",
+    "RunCurves": "training",
+    "read_curves": "training",
+    "training_curves": "training",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -142,14 +142,16 @@ def _factor_entropy(classes: np.ndarray) -> float:
 
 def _prepare(mean, std, factors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate codes and factors; return float64 mean and std, and each factor's classes
-    relabelled 0..V-1 in sorted order (any integers may name the classes)."""
+    relabelled 0..V-1 in sorted order (any integers may name the classes). ``std`` may be None
+    for the histogram estimator, which reads the means only."""
     mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
+    std = None if std is None else np.asarray(std, dtype=np.float64)
     factors = np.asarray(factors)
-    if mean.shape != std.shape or mean.ndim != 2 or factors.ndim != 2:
+    std_shape = mean.shape if std is None else std.shape
+    if mean.shape != std_shape or mean.ndim != 2 or factors.ndim != 2:
         raise IsaError(
             f"codes must be mean/std (N, K) and factors (N, F); got {mean.shape}, "
-            f"{std.shape}, {factors.shape}"
+            f"{std_shape}, {factors.shape}"
         )
     if len(factors) != len(mean):
         raise IsaError(f"{len(mean)} codes but {len(factors)} factor rows")
@@ -162,9 +164,9 @@ def _prepare(mean, std, factors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         )
     if factors.dtype.kind not in "iub":
         raise IsaError(f"factor classes must be integers, got {factors.dtype}")
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+    if not (np.isfinite(mean).all() and (std is None or np.isfinite(std).all())):
         raise IsaError("the codes contain NaN or inf; the model diverged or the file is damaged")
-    if (std <= 0).any():
+    if std is not None and (std <= 0).any():
         raise IsaError(
             "posterior standard deviations must be positive (a logvar below about -1490 "
             "underflows to 0 in float64)"
@@ -503,6 +505,8 @@ def mutual_information(
 def _mutual_information(mean, std, factors, estimator, samples, bins, seed):
     """``mutual_information`` on prepared codes (see ``_prepare``)."""
     estimator = parse_choice(MiEstimator, "estimator", estimator)
+    if std is None and estimator != MiEstimator.histogram:
+        raise field_error("std", f"is needed by the {estimator} estimator (histogram reads means)")
     if estimator == MiEstimator.quadrature:
         return quadrature_mi(mean, std, factors)
     if estimator == MiEstimator.sampling:
@@ -576,8 +580,10 @@ def mig_report(
             )
         keep = [names.index(f) for f in factors]
     chosen = [names[i] for i in keep]
+    histogram = parse_choice(MiEstimator, "estimator", estimator) == MiEstimator.histogram
+    std = None if histogram else codes.std  # the histogram reads the means only
     result = mig(
-        codes.mean, codes.std, codes.factors[:, keep], chosen, str(estimator), samples, bins, seed
+        codes.mean, std, codes.factors[:, keep], chosen, str(estimator), samples, bins, seed
     )
     record = result.as_dict()
     record["n"] = len(codes.mean)

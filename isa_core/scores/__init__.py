@@ -118,9 +118,6 @@ def protocol_mig(
         codes.require_logvar("the subspace MIG (Monte Carlo over the posterior)")
     if estimator != MiEstimator.histogram:
         codes.require_logvar(f"MIG with the {estimator} estimator")
-    elif codes.logvar is None:
-        # The histogram reads the means only; mig_report still hands a std on, unused.
-        codes = replace(codes, logvar=np.zeros_like(codes.mean))
     report = mig_report(
         codes,
         estimator=estimator,

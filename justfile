@@ -22,6 +22,11 @@ demo:
     isa traverse {{out}}/run/model.safetensors --codes {{out}}/run/codes.safetensors \
         --index 2000 -o {{out}}/traversal.png
     isa traverse {{out}}/run/model.safetensors --codes {{out}}/run/codes.safetensors \
+        --index 2000 -o {{out}}/traversal.gif
+    isa traverse {{out}}/run/model.safetensors --kind reconstructions --index 2000 \
+        -o {{out}}/reconstructions.png
+    isa traverse {{out}}/run/model.safetensors --kind samples -o {{out}}/samples.png
+    isa traverse {{out}}/run/model.safetensors --codes {{out}}/run/codes.safetensors \
         --kind latent-vs-true -o {{out}}/latent-vs-true.png
     isa prior-sample --tree '1(2)' -n 2000 --seed 1 | isa prior-plot - --tree '1(2)' -o {{out}}/prior-leptokurtic.png
     isa prior-sample --tree '4(2)' -n 2000 --seed 1 | isa prior-plot - --tree '4(2)' -o {{out}}/prior-platykurtic.png
@@ -38,6 +43,7 @@ mini jobs="1":
     isa select sweeps/mini/results.jsonl | tee sweeps/mini/representatives.jsonl
     isa plot scatter sweeps/mini/results.jsonl -o sweeps/mini/scatter.png
     isa plot mig-dist sweeps/mini/results.jsonl --beta 1 -o sweeps/mini/mig-dist.png
+    isa report sweeps/mini -o sweeps/mini/report.html -q
 
 # Fig. 5a at CPU scale (issue #14): 1 epoch, 8 seeds per method, about 70 minutes on 2 cores;
 # results, figures and the statistics land in docs/reproduction/ (see docs/reproduction.md).
@@ -76,6 +82,7 @@ figure name executor="local" jobs="1":
         sweeps/{{name}}/representatives.jsonl | while read -r model; do \
         isa traverse "$model" --codes "$(dirname "$model")/codes.safetensors" -q \
             -o "$(dirname "$model")/traversal.png"; done
+    isa report sweeps/{{name}} -o sweeps/{{name}}/report.html -q
 
 # Fig. 5a: beta-VAE vs ISA-VAE at beta = 1 on dSprites (traversals of the representatives too).
 fig5a executor="local": (figure "fig5a-beta1" executor)

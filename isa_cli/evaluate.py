@@ -17,6 +17,7 @@ from isa_core.choices import (
     Protocol,
     ScoreMetric,
     SubspaceGrouping,
+    TraversalSpan,
     TraverseKind,
 )
 from isa_core.data import open_dataset
@@ -298,19 +299,41 @@ def _print_scores(record: dict) -> None:
 
 @app.command("traverse")
 def traverse_command(
-    out: Annotated[Path, typer.Option("-o", "--out", help="PNG file to write.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="PNG file to write, or GIF (--kind traversal).")
+    ],
     model: ModelInput = None,
     kind: Annotated[
-        TraverseKind, typer.Option(help="traversal or latent-vs-true.")
+        TraverseKind,
+        typer.Option(help="traversal, latent-vs-true, reconstructions or samples (of the prior)."),
     ] = TraverseKind.traversal,
+    span: Annotated[
+        TraversalSpan,
+        typer.Option(
+            help="traversal: values from the prior's quantiles, or the code ± --range "
+            "aggregate-posterior stds."
+        ),
+    ] = TraversalSpan.prior,
+    quantile: Annotated[
+        float, typer.Option(help="--span prior: levels q .. 1-q of the prior, q in (0, 0.5).")
+    ] = 0.02,
     steps: Annotated[int, typer.Option(min=2, max=30, help="Values per latent.")] = 8,
     range_: Annotated[
-        float, typer.Option("--range", help="Half-width in aggregate-posterior std units.")
+        float,
+        typer.Option("--range", help="--span posterior: half-width in aggregate-posterior stds."),
     ] = 3.0,
-    index: Annotated[int, typer.Option(help="Image whose code is traversed.")] = 0,
+    index: Annotated[int, typer.Option(help="Image whose code is traversed (or the first).")] = 0,
     max_rows: Annotated[
         int, typer.Option(min=1, help="traversal: show at most this many latents (by MI).")
     ] = 10,
+    all_latents: Annotated[
+        bool, typer.Option("--all-latents", help="traversal: the inactive latents too, last.")
+    ] = False,
+    count: Annotated[
+        int,
+        typer.Option(min=1, max=32, help="reconstructions: images; samples: a COUNT x COUNT grid."),
+    ] = 8,
+    seed: Annotated[int, seed_option("samples: seed of the prior draws")] = 0,
     codes: Annotated[
         Path | None, typer.Option(help="Codes file of this model (else the data is encoded).")
     ] = None,
@@ -318,16 +341,51 @@ def traverse_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Appendix A.5 figures: latent traversals, or latents against the true factors."""
+    """Appendix A.5 figures: latent traversals (PNG or animated GIF), latents against the true
+    factors, reconstructions, or samples of the model's own prior."""
+    import numpy as np
+
     from isa_core import io, traverse
     from isa_core.checkpoint import load_model
     from isa_core.codes import load_codes
-    from isa_core.plots import latent_traversal, latent_vs_true
+    from isa_core.plots import (
+        image_grid,
+        latent_traversal,
+        latent_vs_true,
+        save_gif,
+        traversal_frames,
+    )
 
-    if not str(out).lower().endswith(".png"):
-        raise IsaError(f"{out}: figures are written as PNG; give a file name ending in .png")
+    suffix = out.suffix.lower()
+    if suffix == ".gif" and kind != TraverseKind.traversal:
+        raise IsaError(f"{out}: only --kind traversal is animated; give a .png file for {kind}")
+    if suffix not in (".png", ".gif"):
+        raise IsaError(
+            f"{out}: figures are written as PNG (or GIF for --kind traversal); give a file name "
+            "ending in .png or .gif"
+        )
     path = io.read_paths(model, _stdin())[0]
     trained, meta = load_model(path)
+    if kind == TraverseKind.samples:
+        images = traverse.prior_samples(trained, count * count, seed)
+        grid = images.reshape(count, count, *images.shape[1:])
+        title = f"decoded samples of the model's prior {trained.prior.current_tree()}"
+        io.save_figure(image_grid(grid, [""] * count, title), out)
+        typer.echo(str(out.resolve()))
+        return
+    if kind == TraverseKind.reconstructions:
+        dataset = open_dataset(data or meta["config"]["data"])
+        last = len(dataset) - 1
+        if index < 0 or index + count - 1 > last:
+            raise IsaError(
+                f"--index {index} with --count {count} runs past the data's images (0..{last})"
+            )
+        inputs, outputs = traverse.reconstructions(trained, dataset, range(index, index + count))
+        title = "inputs (top) and their reconstructions (decoder means at the posterior mean)"
+        figure = image_grid(np.stack([inputs, outputs]), ["input", "reconstruction"], title)
+        io.save_figure(figure, out)
+        typer.echo(str(out.resolve()))
+        return
     encoded = load_codes(codes) if codes else _encode_model(path, data, 2048, device, quiet)
     if encoded.logvar is None:
         raise IsaError(
@@ -350,11 +408,30 @@ def traverse_command(
             panel.latents,
             panel.labels,
         )
-    else:
-        dataset = open_dataset(data or meta["config"]["data"])
-        rows = traverse.traversal(
-            trained, encoded, dataset, ranking, index, steps, range_, max_rows
+        io.save_figure(figure, out)
+        typer.echo(str(out.resolve()))
+        return
+    if not all_latents and not traverse.active_latents(encoded, ranking):
+        raise IsaError(
+            f"no active latent (variance of the posterior mean > {traverse.ACTIVE_VARIANCE}): "
+            "every latent is collapsed to the prior; add --all-latents to draw them anyway"
         )
-        figure = latent_traversal(rows.rows, rows.original, rows.values, rows.labels)
-    io.save_figure(figure, out)
+    dataset = open_dataset(data or meta["config"]["data"])
+    rows = traverse.traversal(
+        trained,
+        encoded,
+        dataset,
+        ranking,
+        index,
+        steps,
+        span=span,
+        quantile=quantile,
+        half_width=range_,
+        max_rows=max_rows,
+        include_inactive=all_latents,
+    )
+    if suffix == ".gif":
+        save_gif(traversal_frames(rows), out)
+    else:
+        io.save_figure(latent_traversal(rows), out)
     typer.echo(str(out.resolve()))

@@ -15,7 +15,7 @@ import warnings
 
 import typer
 
-from isa_cli import data, evaluate, plot, prior, sweep, toy, train  # noqa: F401  (registers the commands)
+from isa_cli import data, evaluate, plot, prior, report, sweep, toy, train  # noqa: F401  (registers the commands)
 from isa_cli.app import app
 from isa_core.errors import IsaError
 

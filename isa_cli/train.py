@@ -15,7 +15,7 @@ import typer
 from isa_cli.app import app
 from isa_cli.options import P0, P1, PRECISION_HELP, Layout, Scale, Tree
 from isa_cli.progress import DEFAULT_EVERY, ProgressEvery, progress_bar
-from isa_core.choices import Arch, Objective, Precision, PriorKind, TcEstimator
+from isa_core.choices import Arch, Objective, Precision, PriorKind, TcEstimator, TrainLog
 from isa_core.errors import IsaError
 from isa_core.locks import folder_lock
 from isa_core.priors import LpTree, PriorSpec
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # torch and the training loop load only when a command runs (
 
     from isa_core.config import TrainConfig
     from isa_core.data import GroundTruthData
+    from isa_core.tensorboard_log import TensorBoardLog
     from isa_core.training import TrainResult
 
 # What --resume may change: the run's length, its bookkeeping, and where and how it runs. The
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # torch and the training loop load only when a command runs (
 # --compile (the same values, computed by other kernels).
 RESUMABLE = {"out", "resume", "force", "steps", "epochs", "checkpoint_every", "log_every"}
 RESUMABLE |= {"device", "precision", "compile", "threads", "quiet", "progress_every"}
+RESUMABLE |= {"log", "image_every"}  # where the run is mirrored for looking, not the run
 PRIOR_FLAGS = ("prior", "layout", "p0", "p1", "tree", "latent_dim")
 CHANGED_ON_RESUME = ("checkpoint_every", "log_every", "precision", "compile")
 
@@ -111,8 +113,8 @@ def train_command(
         bool,
         typer.Option(
             help="Continue the run in --out with its stored settings; only --steps/--epochs, "
-            "--checkpoint-every, --log-every, --device, --precision, --compile, --threads and "
-            "--quiet may change."
+            "--checkpoint-every, --log-every, --device, --precision, --compile, --threads, "
+            "--log, --image-every and --quiet may change."
         ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
@@ -120,6 +122,18 @@ def train_command(
     log_every: Annotated[int, typer.Option(help="Log a metrics line every N steps.")] = 50,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     progress_every: ProgressEvery = DEFAULT_EVERY,
+    log: Annotated[
+        TrainLog,
+        typer.Option(
+            help="metrics: metrics.jsonl only; tensorboard: also a TensorBoard log in "
+            "OUT/tensorboard (needs the extra: pip install 'isa[tensorboard]'). metrics.jsonl "
+            "stays the record. May change on --resume."
+        ),
+    ] = TrainLog.metrics,
+    image_every: Annotated[
+        int,
+        typer.Option(min=0, help="--log tensorboard: a traversal image every N steps (0: none)."),
+    ] = 1000,
 ) -> None:
     """Train a VAE with an L^p-nested prior; prints the path of model.safetensors."""
     from isa_core.checkpoint import prepare_folder
@@ -140,6 +154,8 @@ def train_command(
         import torch
 
         torch.set_num_threads(threads)
+    if log == TrainLog.tensorboard:
+        _check_tensorboard()  # before any folder is made
     if not resume:
         config = _new_config(params)
         run_data = open_run_data(config)  # a bad flag or --data fails before the folder
@@ -152,10 +168,31 @@ def train_command(
         if resume:
             config = _resumed_config(ctx, params, out)
             run_data = open_run_data(config)
-        result, received = _train_with_signals(
-            config, out, target, run_data, resume, quiet, progress_every
-        )
+        sink = _tensorboard(out, run_data, config.seed) if log == TrainLog.tensorboard else None
+        try:
+            result, received = _train_with_signals(
+                config, out, target, run_data, resume, quiet, progress_every, sink, image_every
+            )
+        finally:
+            if sink is not None:
+                sink.close()
     _finish(result, received)
+
+
+def _check_tensorboard() -> None:
+    """Refuse --log tensorboard in one line when the package is missing."""
+    import importlib.util
+
+    from isa_core.tensorboard_log import INSTALL_HINT
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise IsaError(f"--log tensorboard: {INSTALL_HINT}")
+
+
+def _tensorboard(out: Path, data: GroundTruthData, seed: int) -> TensorBoardLog:
+    from isa_core.tensorboard_log import TensorBoardLog
+
+    return TensorBoardLog(out, data, seed)
 
 
 def _with_alias(ctx: typer.Context) -> dict:
@@ -232,6 +269,8 @@ def _train_with_signals(
     resume: bool,
     quiet: bool,
     every: float,
+    sink: TensorBoardLog | None = None,
+    image_every: int = 0,
 ) -> tuple[TrainResult, list[int]]:
     """Train with a progress bar; SIGINT/SIGTERM stop it at the next step, after a checkpoint."""
     from isa_core.training import train
@@ -250,10 +289,12 @@ def _train_with_signals(
         lines = {"every": every, "scale": config.batch_size, "start": None}
         with progress_bar("train", quiet, **lines) as bar:
 
-            def on_log(metrics: dict[str, float]) -> None:
+            def on_log(metrics: dict) -> None:
                 loss, logpx = metrics.get("loss", float("nan")), metrics.get("logpx", float("nan"))
                 rate = metrics.get("images_per_s", 0)
                 bar.update(detail=f"loss {loss:.2f}  logpx {logpx:.2f}  {rate:,.0f} img/s")
+                if sink is not None:
+                    sink.scalars(metrics)
 
             result = train(
                 config,
@@ -264,6 +305,8 @@ def _train_with_signals(
                 stop=stop,
                 on_log=on_log,
                 on_step=bar.callback,
+                on_model=sink and sink.traversal_image,
+                model_every=image_every if sink is not None else 0,
             )
     finally:
         for number, handler in previous.items():

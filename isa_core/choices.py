@@ -23,6 +23,8 @@ __all__ = [
     "ScoreMetric",
     "SubspaceGrouping",
     "TcEstimator",
+    "TrainLog",
+    "TraversalSpan",
     "TraverseKind",
     "parse_choice",
 ]
@@ -125,6 +127,16 @@ class TraverseKind(StrEnum):
 
     traversal = "traversal"
     latent_vs_true = "latent-vs-true"
+    reconstructions = "reconstructions"
+    samples = "samples"
+
+
+class TraversalSpan(StrEnum):
+    """Where a traversal's column values come from: the prior's marginal quantiles of z_j, or
+    the code ± a number of aggregate-posterior standard deviations (``isa_core.traverse``)."""
+
+    prior = "prior"
+    posterior = "posterior"
 
 
 class FaExperiment(StrEnum):
@@ -155,3 +167,10 @@ class SampleMethod(StrEnum):
 
     nested = "nested"
     isa = "isa"
+
+
+class TrainLog(StrEnum):
+    """Where `isa train` mirrors its metrics besides metrics.jsonl (the record)."""
+
+    metrics = "metrics"
+    tensorboard = "tensorboard"

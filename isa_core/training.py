@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from isa_core.choices import Backend, Objective
 from isa_core.config import MAX_STEPS, TrainConfig
 from isa_core.data import GroundTruthData, open_dataset
 from isa_core.errors import IsaError, field_error
-from isa_core.models import build_model, reparameterize
+from isa_core.models import VAE, build_model, reparameterize
 from isa_core.objectives import OBJECTIVES, DiscriminatorTrainer
 from isa_core.precision import autocast, resolve_precision
 
@@ -232,13 +233,17 @@ def train(
     data: GroundTruthData | None = None,
     resume: bool = False,
     stop: threading.Event | None = None,
-    on_log: Callable[[dict[str, float]], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_model: Callable[[int, VAE], None] | None = None,
+    model_every: int = 0,
 ) -> TrainResult:
     """Train (or resume) the run in ``folder``; stops early and checkpoints when ``stop`` is set.
 
     ``data`` is the run's data set from :func:`open_run_data` (opened here when None). A
     non-finite loss or weight stops the run with an IsaError; the last good checkpoint stays.
+    ``on_log`` receives each metrics.jsonl record; ``on_model(step, model)`` is called every
+    ``model_every`` steps and at the end (0: never), to look at the model (TensorBoard images).
     """
     run = _Run(config, open_run_data(config) if data is None else data, device)
     start = restore_state(folder, run.state) if resume else 0
@@ -290,8 +295,10 @@ def train(
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if on_log is not None:
-                    on_log(metrics)
+                    on_log(record)
                 sums, count, images, clock = {}, 0, 0, time.perf_counter()
+            if on_model is not None and model_every and (step % model_every == 0 or last):
+                on_model(step, run.model)
             if save_now:
                 if not run.weights_finite():
                     raise _diverged(step, "its weights are no longer finite numbers", saved)

@@ -1,9 +1,10 @@
-"""Figures of a trained model (paper appendix A.5): latent traversals, and latents against
-the true factors of dSprites."""
+"""Figures of a trained model (paper appendix A.5): latent traversals, image grids
+(reconstructions, prior samples), and latents against the true factors of dSprites."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -11,40 +12,69 @@ from matplotlib.figure import Figure
 from isa_core.data.dsprites import FACTOR_NAMES, SHAPE_NAMES
 from isa_core.errors import IsaError
 
-__all__ = ["latent_traversal", "latent_vs_true"]
+if TYPE_CHECKING:
+    from isa_core.traverse import Traversal
+
+__all__ = ["image_grid", "latent_traversal", "latent_vs_true"]
 
 # One colour per shape class, in class order (Chen et al.'s panel: green, red, blue).
 SHAPE_COLOURS = ("tab:green", "tab:red", "tab:blue")
 
 
-def latent_traversal(
-    rows: list[np.ndarray], original: np.ndarray, values: np.ndarray, labels: list[str]
-) -> Figure:
-    """Latent traversals (paper A.5): one row per latent, the decoded images along it.
-
-    ``rows[r]`` is (steps, H, W) or (steps, H, W, C) in [0, 1]; ``values`` (R, steps) the latent
-    values shown; ``original`` the image whose code is traversed.
-    """
+def latent_traversal(traversal: Traversal) -> Figure:
+    """Latent traversals (paper A.5): one row per latent, the decoded images along it, after
+    two columns with the input and its reconstruction; the caption explains the labels."""
+    rows, values = traversal.rows, traversal.values
     if not rows:
         raise IsaError("rows is empty; give the decoded images of at least one latent")
     steps = rows[0].shape[0]
-    fig = Figure(figsize=(0.9 * (steps + 1) + 2.2, 0.9 * len(rows) + 0.8), dpi=110)
-    axes = fig.subplots(len(rows), steps + 1, squeeze=False)
-    cmap = "gray" if original.ndim == 2 else None
+    columns = steps + 2
+    height = 0.9 * len(rows) + 1.1
+    fig = Figure(figsize=(0.9 * columns + 2.2, height), dpi=110)
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    cmap = "gray" if traversal.original.ndim == 2 else None
     for r, images in enumerate(rows):
-        for c in range(steps + 1):
+        shown = [traversal.original, traversal.reconstruction, *images]
+        for c, image in enumerate(shown):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
-            image = original if c == 0 else images[c - 1]
             ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            if c > 0:
-                ax.set_title(f"{values[r, c - 1]:+.2f}", fontsize=6, pad=1)
-        axes[r, 0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
+            if c >= 2:
+                ax.set_title(f"{values[r, c - 2]:+.2f}", fontsize=6, pad=1)
+        axes[r, 0].set_ylabel(traversal.labels[r], fontsize=7, rotation=0, ha="right", va="center")
     axes[0, 0].set_title("input", fontsize=7, pad=1)
+    axes[0, 1].set_title("reconstruction", fontsize=7, pad=1)
     fig.suptitle(
-        "latent traversals: each row varies one latent around the input's code", fontsize=9
+        "latent traversals: each row moves one latent, the others stay at the input's code",
+        fontsize=9,
     )
+    fig.text(0.5, 0.01, traversal.caption, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.35 / height))  # room: caption, title
+    return fig
+
+
+def image_grid(images: np.ndarray, row_labels: list[str], title: str) -> Figure:
+    """A grid of images, (R, C, H, W) grey or (R, C, H, W, 3) colour in [0, 1], one label
+    per row (e.g. inputs above their reconstructions, or samples of the prior)."""
+    if images.ndim not in (4, 5) or images.shape[0] < 1 or images.shape[1] < 1:
+        raise IsaError(
+            f"images has shape {images.shape}; give (rows, columns, H, W) or (..., H, W, 3)"
+        )
+    if len(row_labels) != images.shape[0]:
+        raise IsaError(f"row_labels has {len(row_labels)} labels for {images.shape[0]} rows")
+    rows, columns = images.shape[:2]
+    fig = Figure(figsize=(0.9 * columns + 1.4, 0.9 * rows + 0.6), dpi=110)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    cmap = "gray" if images.ndim == 4 else None
+    for r in range(rows):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(images[r, c], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

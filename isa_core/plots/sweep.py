@@ -124,10 +124,15 @@ def exponent_histograms(results: list[RunResult], bins: int = 20) -> Figure:
     p0 = learned[0][0]
     sorted_sub = np.sort(np.array([e[1:] for e in learned]), axis=1)  # (runs, subspaces)
     count = sorted_sub.shape[1]
+    # One set of bins for every panel, spanning the exponents and p0 (at least 0.05 wide), so
+    # that near-equal exponents still show as bars beside the p0 line.
+    low, high = min(sorted_sub.min(), p0), max(sorted_sub.max(), p0)
+    middle, half = (low + high) / 2, max((high - low) / 2, 0.025)
+    edges = np.linspace(middle - 1.05 * half, middle + 1.05 * half, bins + 1)
     fig = Figure(figsize=(3.0 * count + 0.5, 3.2), dpi=110)
     axes = fig.subplots(1, count, squeeze=False)[0]
     for i, ax in enumerate(axes):
-        ax.hist(sorted_sub[:, i], bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist(sorted_sub[:, i], bins=edges, color="tab:blue", alpha=0.8)
         ax.axvline(p0, color="tab:red", ls="--", lw=1.2, label=f"p0 = {p0:g}")
         ax.set_xlabel(f"p_{i + 1}")
         ax.legend(fontsize=7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -411,11 +412,8 @@ def traverse_command(
         io.save_figure(figure, out)
         typer.echo(str(out.resolve()))
         return
-    if not all_latents and not traverse.active_latents(encoded, ranking):
-        raise IsaError(
-            f"no active latent (variance of the posterior mean > {traverse.ACTIVE_VARIANCE}): "
-            "every latent is collapsed to the prior; add --all-latents to draw them anyway"
-        )
+    # A valid model that learned nothing yet: draw its (inactive) latents, and say so.
+    none_active = not all_latents and not traverse.active_latents(encoded, ranking)
     dataset = open_dataset(data or meta["config"]["data"])
     rows = traverse.traversal(
         trained,
@@ -428,8 +426,14 @@ def traverse_command(
         quantile=quantile,
         half_width=range_,
         max_rows=max_rows,
-        include_inactive=all_latents,
+        include_inactive=all_latents or none_active,
     )
+    if none_active:
+        sys.stderr.write(
+            f"isa traverse: no active latent (variance of the posterior mean > "
+            f"{traverse.ACTIVE_VARIANCE}): every latent is collapsed to the prior; drew the "
+            "inactive ones\n"
+        )
     if suffix == ".gif":
         save_gif(traversal_frames(rows), out)
     else:

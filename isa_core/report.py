@@ -43,6 +43,7 @@ CURVES_FILE = "report-curves.png"
 TRAVERSAL_FILE = "report-traversal.gif"
 LATENT_VS_TRUE_FILE = "report-latent-vs-true.png"
 REPRESENTATIVE_BY = ["method", "beta"]  # the groups `isa select` uses by default
+PANEL_LATENTS = 6  # rows of a run's latent-vs-true panel (`isa traverse` draws them all)
 _SAFE_ANCHOR = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
@@ -205,12 +206,16 @@ def _latent_vs_true_bytes(run: _Model) -> bytes:
 
     codes = run.get("codes")
     panel = traverse.latents_vs_true(codes, run.get("ranking"))
-    return _png(
-        latent_vs_true(
-            codes.mean, codes.factors, codes.factor_names, panel.values, panel.latents, panel.labels
-        ),
-        dpi=72,  # a tall panel: screen resolution keeps the page small
+    rows = slice(0, PANEL_LATENTS)  # the most informative active latents, readable on screen
+    figure = latent_vs_true(
+        codes.mean,
+        codes.factors,
+        codes.factor_names,
+        panel.values,
+        panel.latents[rows],
+        panel.labels[rows],
     )
+    return _png(figure, dpi=80)
 
 
 def _is_dsprites(run: _Model) -> bool:
@@ -265,7 +270,7 @@ def run_section(sweep: Path, result: RunResult, number: int, figures: bool = Tru
         if fresh or _is_dsprites(run):
             plan.append(
                 (
-                    "latent against true factors",
+                    f"the {PANEL_LATENTS} most informative active latents against the true factors",
                     "image/png",
                     folder / LATENT_VS_TRUE_FILE,
                     [model, codes],
@@ -301,7 +306,7 @@ figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; 
 figure img { max-width: 100%; border: 1px solid #eee; image-rendering: auto; }
 figcaption, .note { font-size: 12px; color: #666; }
 section.run { border-top: 1px solid #ccc; margin-top: 1em; }
-section.run figure img { max-height: 640px; }
+section.run figure img { max-height: 1000px; }
 """
 
 # Click a header to sort by its column (again to reverse); numbers compare as numbers.

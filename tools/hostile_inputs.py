@@ -1098,6 +1098,17 @@ def _mig_flag_cases(seeds: Seeds) -> list[Case]:
         ["--max-rows", "0"],
         ["--kind", "latent-vs-true"],
         ["--kind", "bogus"],
+        ["--kind", "reconstructions", "--count", "0"],
+        ["--kind", "reconstructions", "--count", "99"],
+        ["--kind", "reconstructions", "--index", "5", "--count", "4"],
+        ["--kind", "samples", "--count", "-3"],
+        ["--kind", "samples", "--seed", "-1"],
+        ["--span", "bogus"],
+        ["--quantile", "0"],
+        ["--quantile", "0.5"],
+        ["--quantile", "nan"],
+        ["--quantile", "-1e308"],
+        ["--all-latents", "--max-rows", "100"],
     ]
     for f in traverse_flags:
         argv = ["traverse", str(seeds.model), "-o", png, "--codes", codes, *seeds.model_flags, *f]
@@ -1105,6 +1116,10 @@ def _mig_flag_cases(seeds: Seeds) -> list[Case]:
     cases.append(
         Case(["traverse", str(seeds.model), "-o", str(seeds.folder / "x.txt")], owner=owner)
     )
+    gif = str(seeds.folder / "hostile.gif")
+    for kind in ("samples", "reconstructions", "latent-vs-true"):
+        argv = ["traverse", str(seeds.model), "-o", gif, "--kind", kind, *seeds.model_flags]
+        cases.append(Case(argv, owner="isa_cli/evaluate.py (traverse)"))
     return cases
 
 
@@ -1483,6 +1498,15 @@ def _sweep_folder_cases(seeds: Seeds, files: _Files) -> list[Case]:
         cases.append(Case(["sweep", "status", path], owner=owner))
         cases.append(Case(["sweep", "collect", path], owner=owner))
     cases.append(Case(["sweep", "collect", str(seeds.sweep), "-o", str(seeds.folder)], owner=owner))
+    report = "isa_cli/report.py + isa_core/report.py"
+    for name in ("sweep-json-not-json", "sweep-json-no-runs", "runs-is-file"):
+        page = str(files.folder / f"report-{name}.html")
+        folder = str(files.folder / f"sweep-{name}")
+        cases.append(Case(["report", folder, "-o", page, "-q"], owner=report))
+    for path in (str(files.folder / "missing-sweep"), str(seeds.results), "/dev/null"):
+        cases.append(Case(["report", path, "-o", str(files.folder / "r.html")], owner=report))
+    for out in (str(seeds.folder / "report.png"), str(seeds.folder), ""):
+        cases.append(Case(["report", str(seeds.sweep), "-o", out, "-q"], owner=report))
     return cases
 
 
@@ -1612,6 +1636,9 @@ def _train_cases(seeds: Seeds, files: _Files) -> list[Case]:
     deep = "2(" * 2000 + "1" + ")" * 2000
     changes: list[tuple[dict[str, str | None], tuple[int, ...]]] = [
         ({"--anneal-steps": "-5"}, (2,)),
+        ({"--log": "bogus"}, (2,)),
+        ({"--image-every": "-1"}, (2,)),
+        ({"--log": "tensorboard", "--image-every": "1"}, (0,)),
         ({"--epochs": "nan", "--steps": None}, (2,)),
         ({"--epochs": "inf", "--steps": None}, (2,)),
         ({"--epochs": "-1", "--steps": None}, (2,)),

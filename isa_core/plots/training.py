@@ -100,11 +100,20 @@ def _exponents(rows: list[dict]) -> np.ndarray | None:
     return np.array([e + [math.nan] * (width - len(e)) for e in lists], dtype=float)
 
 
+def _moved(exponents: np.ndarray | None) -> bool:
+    """Whether any exponent changed during the run (it learned them)."""
+    if exponents is None:
+        return False
+    with np.errstate(invalid="ignore"):  # NaN pads a shorter list: never a change
+        return bool((np.abs(np.diff(exponents, axis=0)) > 0).any())
+
+
 def training_curves(runs: list[RunCurves]) -> Figure:
-    """One panel per quantity (the loss, each part, then the exponents when a run has them),
-    every run overlaid in its own colour with its folder's name in the legend."""
+    """One panel per quantity (the loss, each part, then the exponents when a run learned
+    them: fixed ones would draw flat lines), every run overlaid in its own colour with its
+    folder's name in the legend."""
     names = list(dict.fromkeys(n for run in runs for n in run.values))
-    with_exponents = any(run.exponents is not None for run in runs)
+    with_exponents = any(_moved(run.exponents) for run in runs)
     panels = len(names) + with_exponents
     columns = min(3, panels)
     rows = math.ceil(panels / columns)
@@ -119,7 +128,7 @@ def training_curves(runs: list[RunCurves]) -> Figure:
     if with_exponents:
         ax = axes[len(names)]
         for run, colour in zip(runs, colours, strict=True):
-            if run.exponents is None:
+            if not _moved(run.exponents):
                 continue
             # p0 dashed, the subspace exponents p_i solid; one legend entry per run
             ax.plot(run.steps, run.exponents[:, 0], color=colour, ls="--", lw=1)

@@ -2,8 +2,10 @@
 # The GPU check (issue #12): run it first on any machine the device tool lends.
 #   bash benchmarks/gpu_check.sh            # on a CUDA machine, about 5 minutes on one H100
 #   DEVICE=cpu EPOCH_STEPS=2 BENCH_ARGS="--steps 1 --warmup 1 --batch 64" \
+#     PROFILE_ARGS="--steps 1 --warmup 1 --batch 64 --data dsprites-mini" \
 #     bash benchmarks/gpu_check.sh          # a smoke run of the script itself on a CPU
-# 1. the gpu-marked tests; 2. bench_train.py on the device in fp32 and bf16; 3. one epoch of
+# 1. the gpu-marked tests; 2. bench_train.py on the device in fp32 and bf16, eager and compiled,
+# and profile_step.py's breakdown of a tcvae step; 3. one epoch of
 # full dSprites (paper MLP, batch 2048) for vae and tcvae in each precision; then a table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +31,15 @@ else
 fi
 
 echo "== bench_train.py on $DEVICE"
-# --compile off: the compiled kernels are CPU ones (isa_core.compiled); on CUDA both rows agree.
+# Eager and compiled rows (the compiled kernels are Triton ones on CUDA, isa_core.compiled).
 for precision in fp32 bf16; do
-    python benchmarks/bench_train.py --device "$DEVICE" --precision "$precision" --compile off \
+    python benchmarks/bench_train.py --device "$DEVICE" --precision "$precision" --compile both \
         ${BENCH_ARGS:-} | tee "$OUT/bench-$precision.txt"
+done
+echo "== where a tcvae step's time goes (benchmarks/profile_step.py)"
+for compile in --compile --no-compile; do
+    python benchmarks/profile_step.py --device "$DEVICE" --objective tcvae "$compile" \
+        ${PROFILE_ARGS:-} | grep -A9 "whole step"
 done
 
 echo "== one epoch of full dSprites (paper MLP, batch 2048)"

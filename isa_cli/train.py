@@ -105,8 +105,9 @@ def train_command(
         bool,
         typer.Option(
             help="Compile the likelihood's and the TC estimator's elementwise work with "
-            "TorchInductor on the CPU (needs a C++ compiler; without one a warning, then the "
-            "same results eagerly). Only large batches compile; may change on --resume."
+            "TorchInductor: C++ on the CPU (needs a compiler), Triton on CUDA; where that fails, "
+            "a warning, then the same results eagerly. Only large batches compile; may change "
+            "on --resume."
         ),
     ] = True,
     resume: Annotated[

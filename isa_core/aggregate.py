@@ -39,7 +39,13 @@ import torch
 from torch import Tensor
 
 from isa_core.choices import Backend, TcEstimator, parse_choice
-from isa_core.compiled import check_backend, compile_errors, give_up_fused, wants_fused
+from isa_core.compiled import (
+    FUSED_DEVICES,
+    check_backend,
+    compile_errors,
+    give_up_fused,
+    wants_fused,
+)
 from isa_core.errors import IsaError
 
 __all__ = [
@@ -97,8 +103,11 @@ def aggregate_log_densities(
     backend = check_backend(backend)
     batch, dims = z.shape
     log_weights = log_importance_weights(batch, dataset_size, estimator)
-    if backend == Backend.fused and z.device.type != "cpu":
-        raise IsaError("the fused backend runs on the CPU; use eager (or auto) on other devices")
+    if backend == Backend.fused and z.device.type not in FUSED_DEVICES:
+        raise IsaError(
+            f"the fused backend runs on {' and '.join(FUSED_DEVICES)}, not "
+            f"{z.device.type}; use eager (or auto)"
+        )
     if backend == Backend.auto and not wants_fused(backend, z.device.type, batch * batch * dims):
         backend = Backend.eager  # M·M·K terms, the marginals' elementwise work, are too few
     return _AggregateLogDensities.apply(z, mean, logvar, log_weights, backend)

@@ -1,4 +1,5 @@
-"""TorchInductor-compiled CPU kernels of the TC estimator (``aggregate``'s ``fused`` backend).
+"""TorchInductor-compiled kernels of the TC estimator (``aggregate``'s ``fused`` backend): C++
+on the CPU, Triton on CUDA.
 
 The same values as ``aggregate``'s eager row chunks, without ever materialising an (M, M, K)
 tensor: one pass forward, two backward. Tensors are transposed to (K, M) so the reduced axis is
@@ -85,7 +86,7 @@ def _compiled() -> dict[str, Callable]:
 
 
 def _scalars(log_weights, like: Tensor) -> tuple[Tensor, Tensor]:
-    return tuple(torch.tensor(value, dtype=like.dtype) for value in log_weights)
+    return tuple(torch.tensor(value, dtype=like.dtype, device=like.device) for value in log_weights)
 
 
 def fused_forward(z, mean, precision, offset, log_weights):

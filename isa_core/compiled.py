@@ -1,13 +1,13 @@
 """Kernels compiled by TorchInductor (``torch.compile``) for a training step's elementwise work.
 
 The TC estimator (``aggregate``) and the Bernoulli log-likelihood (``objectives``) each have an
-eager path and a compiled CPU path that fuses their elementwise passes into loop nests. Both
-follow one rule, chosen by a ``backend`` argument:
+eager path and a compiled path that fuses their elementwise passes: C++ loop nests on the CPU,
+Triton kernels on CUDA. Both follow one rule, chosen by a ``backend`` argument:
 
-* ``auto``: compiled on the CPU when the work is large enough to repay compiling (a few seconds,
-  once per shape and process), eager elsewhere. Where compiling fails (no C++ compiler, an
-  unsupported platform), one RuntimeWarning names the failure and every later call in the
-  process takes the eager path, which computes the same values.
+* ``auto``: compiled on the CPU or a CUDA device when the work is large enough to repay
+  compiling (seconds, once per shape and process), eager elsewhere. Where compiling fails (no
+  C++ compiler, no Triton, an unsupported platform), one RuntimeWarning names the failure and
+  every later call in the process takes the eager path, which computes the same values.
 * ``fused``: compiled at any size; a failure to compile is raised (for tests and benchmarks).
 * ``eager``: never compiled.
 """
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from isa_core.choices import Backend, parse_choice
 
 __all__ = [
+    "FUSED_DEVICES",
     "FUSED_MIN_VALUES",
     "check_backend",
     "compile_errors",
@@ -34,6 +35,7 @@ __all__ = [
 # Below about 4 million elementwise terms per call a step saves under 10 ms by fusing, so the
 # seconds of compiling would take hundreds of steps to repay: auto stays eager there.
 FUSED_MIN_VALUES = 1 << 22
+FUSED_DEVICES = ("cpu", "cuda")  # where TorchInductor compiles: C++ on the CPU, Triton on CUDA
 _BROKEN: list[str] = []  # the first compile error of this process, once one happened
 
 
@@ -49,7 +51,7 @@ def wants_fused(backend: str, device_type: str, values: int) -> bool:
         return True
     return (
         backend == Backend.auto
-        and device_type == "cpu"
+        and device_type in FUSED_DEVICES
         and values >= FUSED_MIN_VALUES
         and not _BROKEN
     )
@@ -93,4 +95,6 @@ def compiling() -> Iterator[None]:
     with inductor_config.patch(compile_threads=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Inductor's advice on CUDA; isa keeps float32 matrix products exact (no TF32).
+        warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores")
         yield

@@ -163,15 +163,13 @@ def tcvae_loss(
 ) -> dict[str, Tensor]:
     """β-TCVAE (Eq. 3): -[log p(x|z) - (MI + β TC + DW)], parts estimated on the minibatch.
 
-    ``backend`` (``isa_core.compiled``) computes the likelihood and the TC estimator; the
-    estimator's compiled kernels run on the CPU only, so elsewhere it is eager.
+    ``backend`` (``isa_core.compiled``) computes the likelihood and the TC estimator.
     """
     logpx = bernoulli_log_likelihood(logits, x, backend)
     log_qzx = gaussian_log_density(z, mean, logvar).sum(-1)
     log_pz = prior.log_prob(z)
-    tc_backend = backend if z.device.type == "cpu" else Backend.eager
     log_qz, log_qz_marginals = aggregate_log_densities(
-        z, mean, logvar, dataset_size, tc_estimator, tc_backend
+        z, mean, logvar, dataset_size, tc_estimator, backend
     )
     log_prod = log_qz_marginals.sum(-1)
     mi = log_qzx - log_qz

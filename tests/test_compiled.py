@@ -71,7 +71,8 @@ def test_auto_compiles_only_large_work_on_the_cpu(monkeypatch) -> None:
     large = compiled.FUSED_MIN_VALUES
     assert compiled.wants_fused("auto", "cpu", large)
     assert not compiled.wants_fused("auto", "cpu", large - 1)
-    assert not compiled.wants_fused("auto", "cuda", large)
+    assert compiled.wants_fused("auto", "cuda", large)  # Triton kernels
+    assert not compiled.wants_fused("auto", "mps", large)
     assert not compiled.wants_fused("eager", "cpu", large)
     assert compiled.wants_fused("fused", "cpu", 1)
     monkeypatch.setattr(compiled, "_BROKEN", ["no compiler"])

@@ -29,9 +29,13 @@ def latent_traversal(traversal: Traversal) -> Figure:
         raise IsaError("rows is empty; give the decoded images of at least one latent")
     steps = rows[0].shape[0]
     columns = steps + 2
-    height = 0.9 * len(rows) + 1.1
-    fig = Figure(figsize=(0.9 * columns + 2.2, height), dpi=110)
-    axes = fig.subplots(len(rows), columns, squeeze=False)
+    # Margins in inches: the row labels on the left, the title on top, the caption below;
+    # explicit (not tight_layout), so the long row labels do not widen every column's gap.
+    width, height = 0.78 * columns + 1.7, 0.9 * len(rows) + 0.9
+    margins = dict(left=1.6 / width, right=1 - 0.1 / width, top=1 - 0.55 / height)
+    margins.update(bottom=0.35 / height, wspace=0.08, hspace=0.3)
+    fig = Figure(figsize=(width, height), dpi=110)
+    axes = fig.subplots(len(rows), columns, squeeze=False, gridspec_kw=margins)
     cmap = "gray" if traversal.original.ndim == 2 else None
     for r, images in enumerate(rows):
         shown = [traversal.original, traversal.reconstruction, *images]
@@ -48,9 +52,9 @@ def latent_traversal(traversal: Traversal) -> Figure:
     fig.suptitle(
         "latent traversals: each row moves one latent, the others stay at the input's code",
         fontsize=9,
+        y=1 - 0.12 / height,
     )
-    fig.text(0.5, 0.01, traversal.caption, ha="center", va="bottom", fontsize=7)
-    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.35 / height))  # room: caption, title
+    fig.text(0.5, 0.08 / height, traversal.caption, ha="center", va="bottom", fontsize=7)
     return fig
 
 

@@ -663,14 +663,20 @@ def write_text(text: str, out: Path | str | None, stdout: BinaryIO) -> None:
         handle.write(data)
 
 
+def figure_png(figure: Any, dpi: float | None = None) -> bytes:
+    """A matplotlib Figure as PNG bytes (to save, or to embed in a page)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def save_figure(figure: Any, path: Path | str, dpi: int | None = None) -> None:
     """Save a matplotlib Figure as PNG, atomically."""
     if Path(path).suffix.lower() != ".png":
         raise IsaError(f"{path}: figures are written as PNG; give a file name ending in .png")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    data = figure_png(figure, dpi)
     with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
+        handle.write(data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
-import io as bytes_io
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -91,15 +89,10 @@ def sweep_results(folder: Path) -> list[RunResult]:
     return results
 
 
-def _png(figure: Any, dpi: float | None = None) -> bytes:
-    buffer = bytes_io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
-
-
 def sweep_pictures(results: list[RunResult]) -> tuple[list[Picture], list[str]]:
     """The sweep figures (MIG against log p(x|z), the MIG distribution, and the learned
     exponents when runs learned them), and a note for each one that could not be drawn."""
+    from isa_core.io import figure_png
     from isa_core.plots import exponent_histograms, mig_distribution, mig_logpx_scatter
 
     drawings: list[tuple[str, Callable[[], Any]]] = [
@@ -111,7 +104,7 @@ def sweep_pictures(results: list[RunResult]) -> tuple[list[Picture], list[str]]:
     pictures, notes = [], []
     for title, draw in drawings:
         try:
-            pictures.append(Picture(title, "image/png", _png(draw())))
+            pictures.append(Picture(title, "image/png", figure_png(draw())))
         except IsaError as error:
             notes.append(f"{title}: not drawn ({error})")
     return pictures, notes
@@ -189,19 +182,17 @@ class _Model:
 
 def _gif_bytes(run: _Model) -> bytes:
     from isa_core import traverse
-    from isa_core.plots.animation import save_gif, traversal_frames
+    from isa_core.plots.animation import gif_bytes, traversal_frames
 
     shown = traverse.traversal(
         run.get("model"), run.get("codes"), run.get("data"), run.get("ranking")
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / TRAVERSAL_FILE
-        save_gif(traversal_frames(shown), path)
-        return path.read_bytes()
+    return gif_bytes(traversal_frames(shown))
 
 
 def _latent_vs_true_bytes(run: _Model) -> bytes:
     from isa_core import traverse
+    from isa_core.io import figure_png
     from isa_core.plots import latent_vs_true
 
     codes = run.get("codes")
@@ -215,7 +206,7 @@ def _latent_vs_true_bytes(run: _Model) -> bytes:
         panel.latents[rows],
         panel.labels[rows],
     )
-    return _png(figure, dpi=80)
+    return figure_png(figure, dpi=80)
 
 
 def _is_dsprites(run: _Model) -> bool:
@@ -232,8 +223,10 @@ def _is_dsprites(run: _Model) -> bool:
 def run_section(sweep: Path, result: RunResult, number: int, figures: bool = True) -> RunSection:
     """Run ``result``'s section: its curves, traversal GIF and latent-vs-true panel (cached
     beside its model), or notes saying why one is missing; none when ``figures`` is False."""
-    from isa_core.checkpoint import METRICS_FILE
+    from isa_core.checkpoint import METRICS_FILE, MODEL_FILE
+    from isa_core.io import figure_png
     from isa_core.plots import read_curves, training_curves
+    from isa_core.sweeps.execute import CODES_FILE
 
     section = RunSection(result, _anchor(result, number))
     if not figures:
@@ -242,9 +235,9 @@ def run_section(sweep: Path, result: RunResult, number: int, figures: bool = Tru
     if folder is None:
         section.notes.append("no figures: the run's model file is not found")
         return section
-    model = folder / "model.safetensors"
+    model = folder / MODEL_FILE
     codes = Path(result.codes) if result.codes and Path(result.codes).is_file() else None
-    codes = codes or folder / "codes.safetensors"
+    codes = codes or folder / CODES_FILE
     data = (result.config or {}).get("data")
     run = _Model(model, codes, data)
     plan: list[tuple[str, str, Path, list[Path], Callable[[], bytes]]] = [
@@ -253,7 +246,7 @@ def run_section(sweep: Path, result: RunResult, number: int, figures: bool = Tru
             "image/png",
             folder / CURVES_FILE,
             [folder / METRICS_FILE],
-            lambda: _png(training_curves([read_curves(folder)])),
+            lambda: figure_png(training_curves([read_curves(folder)])),
         ),
     ]
     if codes.is_file():

@@ -17,7 +17,7 @@ from isa_core.io import atomic_write
 if TYPE_CHECKING:
     from isa_core.traverse import Traversal
 
-__all__ = ["save_gif", "traversal_frames"]
+__all__ = ["gif_bytes", "save_gif", "traversal_frames"]
 
 FONT_SIZE = 12  # Pillow's default font, at a size that stays legible beside 128-pixel panels
 MARGIN = 6  # pixels around and between panels
@@ -80,11 +80,8 @@ def traversal_frames(traversal: Traversal, scale: int = 2) -> list[Image.Image]:
     return frames
 
 
-def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 200) -> None:
-    """Write ``frames`` as a GIF that loops forever, ``frame_ms`` milliseconds per frame,
-    atomically (a temporary file, then a rename)."""
-    if Path(path).suffix.lower() != ".gif":
-        raise IsaError(f"{path}: animations are written as GIF; give a file name ending in .gif")
+def gif_bytes(frames: list[Image.Image], frame_ms: int = 200) -> bytes:
+    """``frames`` as the bytes of a GIF that loops forever, ``frame_ms`` ms per frame."""
     if not frames:
         raise field_error("frames", "is empty; give at least one frame")
     if frame_ms < 1:
@@ -92,5 +89,14 @@ def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 200) -
     buffer = io.BytesIO()
     first, *rest = frames
     first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=frame_ms, loop=0)
+    return buffer.getvalue()
+
+
+def save_gif(frames: list[Image.Image], path: Path | str, frame_ms: int = 200) -> None:
+    """Write ``frames`` as a looping GIF (``gif_bytes``), atomically (a temporary file, then a
+    rename)."""
+    if Path(path).suffix.lower() != ".gif":
+        raise IsaError(f"{path}: animations are written as GIF; give a file name ending in .gif")
+    data = gif_bytes(frames, frame_ms)
     with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
+        handle.write(data)
